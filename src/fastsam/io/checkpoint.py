@@ -1,0 +1,165 @@
+"""Loading and saving weights.
+
+Formats, recognised by content (not by file name):
+
+* **fastsam safetensors** (our own): tensors under our readable names, plus JSON metadata
+  ``{"format": "fastsam", "config": {...}, "provenance": {...}}``.
+* **ultralytics pickles** (the released ``FastSAM-s.pt`` / ``FastSAM-x.pt``): read through the
+  allow-listing unpickler in :mod:`fastsam.io.ultralytics`; nothing inside is executed.
+
+Loading is strict: missing, unexpected or mis-shaped tensors raise :class:`CheckpointError`
+naming them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+from ..nn.model import FastSAMNet
+from .ultralytics import read_ultralytics_checkpoint
+
+__all__ = ["LoadedWeights", "read_weights", "load_model", "save_safetensors", "convert", "load_state_strict"]
+
+FORMAT_NAME = "fastsam"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class LoadedWeights:
+    """A state dict in our names, the architecture it fits, and where it came from."""
+
+    state: dict[str, Tensor]
+    config: ModelConfig
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _sniff(path: Path) -> str:
+    if not path.exists():
+        raise CheckpointError(f"{path}: weight file not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a weight file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: weight file is empty")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(f"{path}: not a weight file (neither a PyTorch checkpoint nor safetensors)")
+
+
+def _read_safetensors(path: Path) -> LoadedWeights:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT_NAME or "config" not in meta:
+        raise CheckpointError(f"{path}: safetensors file without fastsam metadata (was it written by fastsam convert?)")
+    try:
+        cfg = ModelConfig(**json.loads(meta["config"]))
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid fastsam metadata ({exc})") from None
+    return LoadedWeights(state, cfg, provenance)
+
+
+def read_weights(path: str | Path) -> LoadedWeights:
+    """Read a weight file of any supported format (see module docstring) without building a model."""
+    path = Path(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    state, cfg, meta = read_ultralytics_checkpoint(path)
+    meta["source_file"] = path.name
+    return LoadedWeights(state, cfg, meta)
+
+
+def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Copy ``state`` into ``model`` (cast to the model's dtype); raise naming every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the network; " + "; ".join(problems))
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FastSAMNet:
+    """Build the network described by a weight file and load it strictly (fp32, eval mode)."""
+    weights = read_weights(path)
+    with torch.device("meta"):
+        model = FastSAMNet(weights.config)
+    model = model.to_empty(device="cpu")
+    # to_empty leaves buffers such as BN counters uninitialised; every one is overwritten below.
+    load_state_strict(model, weights.state, source=str(path))
+    model.provenance = weights.provenance  # type: ignore[assignment]
+    return model.float().eval().to(device)
+
+
+def save_safetensors(
+    state: dict[str, Tensor], config: ModelConfig, path: str | Path, provenance: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:  # fmt: skip
+    """Write our own format: safetensors of ``state`` (optionally cast to ``dtype``) plus JSON metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous()
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(config.to_dict()),
+        "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # never leave a half-written file under the final name
+    return path
+
+
+def convert(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Convert any supported weight file to our safetensors format (keeps the source dtype by default)."""
+    weights = read_weights(src)
+    with torch.device("meta"):
+        probe = FastSAMNet(weights.config)
+    # Validate before writing so that a bad source never produces an output file.
+    own = probe.state_dict()
+    bad = set(own) ^ set(weights.state) or {k for k in own if own[k].shape != weights.state[k].shape}
+    if bad:
+        load_state_strict(FastSAMNet(weights.config), weights.state, source=str(src))
+    provenance = dict(weights.provenance)
+    provenance.setdefault("converted_from", Path(src).name)
+    return save_safetensors(weights.state, weights.config, dst, provenance, dtype=dtype)

@@ -1,0 +1,124 @@
+"""Image inputs -> (H, W, 3) uint8 **RGB** arrays.
+
+* Paths are decoded by content (Pillow), not by extension, with EXIF orientation applied.
+* numpy arrays are taken as **RGB** (like Pillow and SAM; the original FastSAM assumed BGR):
+  (H, W) or (H, W, 1) grayscale, (H, W, 3) RGB, (H, W, 4) RGBA; uint8, uint16 (top 8 bits kept,
+  as OpenCV does) or float in [0, 1].
+* Pillow images of any mode: grayscale, palette, RGBA/LA (alpha dropped, as the original's
+  ``cv2.imread`` does), CMYK, YCbCr, 16-bit and 32-bit integer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import numpy as np
+
+from ..errors import ImageError
+
+__all__ = ["ImageSource", "load_image", "iter_sources", "IMAGE_SUFFIXES"]
+
+ImageSource = Union[str, os.PathLike, np.ndarray, Any]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
+
+
+def _from_array(arr: np.ndarray, name: str = "array") -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"{name}: image has no pixels (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype in (np.int32, np.int64, np.uint32):
+        arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: float image contains NaN or infinity")
+        arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    else:
+        raise ImageError(f"{name}: unsupported pixel type {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def _from_pil(img: Any, name: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not make an otherwise good image unreadable
+        pass
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return _from_array(np.asarray(img, dtype=np.uint16), name)
+    if mode == "I":
+        return _from_array(np.asarray(img, dtype=np.int64), name)
+    if mode == "F":
+        return _from_array(np.asarray(img, dtype=np.float32) / 255.0, name)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, LA, RGBA, CMYK, YCbCr, 1 ...
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def _from_path(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, expected an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _from_pil(img, str(path))
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated data, bad headers, decoder errors
+        raise ImageError(f"{path}: corrupt image ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def load_image(source: ImageSource) -> np.ndarray:
+    """Load one image from a path, a numpy array (RGB) or a Pillow image. Returns (H, W, 3) uint8 RGB."""
+    if isinstance(source, (str, os.PathLike)):
+        return _from_path(Path(source))
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(source, Image.Image):
+        return _from_pil(source, "PIL image")
+    raise ImageError(f"unsupported image source of type {type(source).__name__}")
+
+
+def iter_sources(sources: Any) -> Iterator[tuple[str, ImageSource]]:
+    """Expand sources into (name, source) pairs: directories give their image files (sorted, by
+    suffix), lists are flattened; arrays and Pillow images are named ``image<i>``."""
+    items = sources if isinstance(sources, (list, tuple)) else [sources]
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise ImageError(f"{path}: directory contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                for f in files:
+                    yield str(f), f
+            else:
+                yield str(path), path
+        else:
+            yield f"image{i}", item

@@ -1,0 +1,40 @@
+"""Fold BatchNorm into the preceding convolution for inference."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .blocks import ConvBnAct
+
+__all__ = ["fuse_conv_bn"]
+
+
+def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  W' x + b'
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype,
+    )  # fmt: skip
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused.requires_grad_(False)
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Return a copy of ``model`` (in eval mode) whose ConvBnAct blocks have BatchNorm folded in.
+
+    The copy gives the same outputs up to float rounding; it cannot be trained further and its state
+    dict no longer matches checkpoints, so keep the original for saving.
+    """
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, ConvBnAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = _fused_conv(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return fused

@@ -1,0 +1,142 @@
+"""Everything-mode segmentation: ``FastSAM(weights)(image) -> Segments``.
+
+Pipeline (same steps and constants as the original FastSAM predictor):
+letterbox -> network (fp32) -> decode -> score filter (> conf) -> NMS (iou, max_det) ->
+border snap + full-image box rule (input frame) -> masks = coefficients x prototypes, bilinear,
+cropped to the box, logits > 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import PredictConfig
+from .errors import FastSAMError
+from .io.checkpoint import load_model
+from .io.images import ImageSource, iter_sources, load_image
+from .nn.fuse import fuse_conv_bn
+from .nn.model import FastSAMNet
+from .ops.boxes import MAX_NMS_CANDIDATES, nms_first_k, snap_and_expand_full_boxes, xywh_to_xyxy
+from .ops.decode import decode_predictions
+from .ops.letterbox import Letterbox, letterbox
+from .ops.masks import assemble_input_frame, assemble_retina
+from .results import Segments
+
+__all__ = ["FastSAM", "Detections", "select_detections"]
+
+CLASS_OFFSET = 7680  # separates classes in NMS when a model has several (FastSAM has one)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """NMS output in the input frame: boxes (K, 4) xyxy, scores (K,), classes (K,), coefficients (K, nm)."""
+
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+    coefficients: Tensor
+
+
+def select_detections(preds: Tensor, num_classes: int, cfg: PredictConfig) -> Detections:
+    """Score filter and NMS over one image's decoded predictions (4 + nc + nm, A)."""
+    preds = preds.t()
+    scores, classes = preds[:, 4 : 4 + num_classes].max(1)
+    keep = scores > cfg.conf  # strictly greater, as the original
+    preds, scores, classes = preds[keep], scores[keep], classes[keep]
+    if preds.shape[0] > MAX_NMS_CANDIDATES:
+        top = scores.argsort(descending=True)[:MAX_NMS_CANDIDATES]
+        preds, scores, classes = preds[top], scores[top], classes[top]
+    boxes = xywh_to_xyxy(preds[:, :4])
+    offset = classes[:, None].to(boxes.dtype) * CLASS_OFFSET
+    idx = nms_first_k(boxes + offset, scores, cfg.iou, cfg.max_det)
+    return Detections(boxes[idx], scores[idx], classes[idx], preds[idx, 4 + num_classes :])
+
+
+class FastSAM:
+    """Everything-mode FastSAM on one device.
+
+    Args:
+        weights: a weight file (released ultralytics ``.pt`` or our safetensors) or a built network.
+        device: torch device; CPU unless told otherwise.
+        fuse: fold BatchNorm into convolutions for inference (same outputs, faster).
+        cache_size: number of (image, options) results kept, so that prompts on the same image
+            reuse one forward pass.
+
+    Call it like the original: ``FastSAM("FastSAM-x.pt")(image, imgsz=1024, conf=0.4, iou=0.9,
+    retina_masks=True, max_det=300)``. One image gives a :class:`Segments`; a list or a directory
+    gives a list. numpy inputs are RGB.
+    """
+
+    def __init__(self, weights: str | Path | FastSAMNet, device: str | torch.device = "cpu", fuse: bool = True,
+                 cache_size: int = 4) -> None:  # fmt: skip
+        self.device = torch.device(device)
+        model = weights if isinstance(weights, FastSAMNet) else load_model(weights, device="cpu")
+        self.config = model.config
+        self.network: torch.nn.Module = (fuse_conv_bn(model) if fuse else model).to(self.device).eval()
+        self.strides = model.strides
+        self._cache: OrderedDict[tuple[str, PredictConfig], Segments] = OrderedDict()
+        self._cache_size = cache_size
+
+    # -- network -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) RGB in [0, 1] -> (decoded predictions (B, 4 + nc + nm, A), protos (B, nm, H/4, W/4))."""
+        out = self.network(images.to(self.device, torch.float32))
+        return decode_predictions(out, self.strides, self.config.reg_max), out.protos
+
+    # -- everything mode -------------------------------------------------------------------------
+    def segment(self, image: ImageSource, config: PredictConfig | None = None) -> Segments:
+        """Segment everything in one image (cached per image content and options)."""
+        cfg = config or PredictConfig()
+        rgb = load_image(image)
+        key = (hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest() + str(rgb.shape), cfg)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        result = self._segment_rgb(rgb, cfg)
+        if self._cache_size > 0:
+            self._cache[key] = result
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
+        x, geom = letterbox(rgb, cfg.input_size, cfg.stride)
+        preds, protos = self.forward(x)
+        return self.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg)
+
+    def postprocess(self, preds: Tensor, protos: Tensor, geom: Letterbox, cfg: PredictConfig) -> Segments:
+        """One image: decoded predictions (4 + nc + nm, A) and protos (nm, mh, mw) -> Segments."""
+        det = select_detections(preds.float(), self.config.num_classes, cfg)
+        if det.boxes.shape[0] == 0:
+            return Segments.empty(geom.orig_size)
+        boxes_in = snap_and_expand_full_boxes(det.boxes, geom.input_size)
+        boxes = geom.boxes_to_original(boxes_in)
+        if cfg.retina_masks:
+            crops = assemble_retina(protos, det.coefficients, boxes, geom)
+        else:
+            crops = assemble_input_frame(protos, det.coefficients, boxes_in, geom)
+        return Segments.from_crops(geom.orig_size, boxes.numpy(), det.scores.numpy(), crops)
+
+    def __call__(self, source: Any, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9,
+                 retina_masks: bool = True, max_det: int = 300) -> Segments | list[Segments]:  # fmt: skip
+        """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
+        directory of them (-> list of Segments)."""
+        cfg = PredictConfig(imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina_masks, max_det=max_det)
+        single = not isinstance(source, (list, tuple)) and not (
+            isinstance(source, (str, Path)) and Path(source).is_dir()
+        )
+        results = [self.segment(item, cfg) for _, item in iter_sources(source)]
+        if single:
+            if not results:
+                raise FastSAMError("no image given")
+            return results[0]
+        return results
