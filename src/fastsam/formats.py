@@ -36,7 +36,7 @@ def rle_counts(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int],
     if flat[0]:
         edges.append(base)
     edges.extend(changes.tolist())
-    if flat[-1]:
+    if flat[-1] and base + flat.size < h * w:  # a run reaching the last pixel ends at h * w anyway
         edges.append(base + flat.size)
     edges.append(h * w)
     return np.diff(np.asarray(edges, dtype=np.int64)).tolist()

@@ -49,6 +49,9 @@ def build(scale: str, reg_max: int, seed: int):
         )
         head.reg_max, head.no = reg_max, head.nc + 4 * reg_max
         head.dfl = DFL(reg_max)
+        for m in head.cv2.modules():  # as ultralytics' initialize_weights does for every BN it builds
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eps, m.momentum = 1e-3, 0.03
     gen = torch.Generator().manual_seed(seed + 1)
     # Calibrate BatchNorm on real photos so activations neither vanish nor explode, then perturb.
     imgs = []
@@ -105,9 +108,32 @@ def save(model, path: Path, imgsz: int) -> None:
     strip_optimizer(path)
 
 
-def make(outdir: Path) -> None:
+def save_legacy(model, path: Path) -> None:
+    """Like the 8.0.x releases: ``model.args`` is an IterableSimpleNamespace pickled under the old
+    module path ``ultralytics.yolo.utils``; an ``ema`` entry that must win over ``model``."""
+    import types
+
+    from ultralytics.utils import IterableSimpleNamespace
+
+    legacy = types.ModuleType("ultralytics.yolo.utils")
+    old_ns = type("IterableSimpleNamespace", (IterableSimpleNamespace,), {"__module__": "ultralytics.yolo.utils"})
+    legacy.IterableSimpleNamespace = old_ns
+    sys.modules.setdefault("ultralytics.yolo", types.ModuleType("ultralytics.yolo"))
+    sys.modules["ultralytics.yolo.utils"] = legacy
+    decoy = build("s", 16, seed=7).half()  # "model" holds other weights: the loader must take "ema"
+    model = model.half()
+    model.args = old_ns(imgsz=1024, task="segment")
+    decoy.args = old_ns(imgsz=1024, task="segment")
+    torch.save({"epoch": -1, "best_fitness": None, "model": decoy, "ema": model, "updates": 10, "optimizer": None,
+                "train_args": {"imgsz": 1024}, "date": "2023-06-21T00:00:00", "version": "8.0.120"}, path)  # fmt: skip
+
+
+def make(outdir: Path, only_s: bool = False) -> None:
     save(build("s", 16, seed=0), outdir / "FastSAM-s.pt", 640)
+    if only_s:
+        return
     save(build("x", 26, seed=1), outdir / "FastSAM-x.pt", 1024)
+    save_legacy(build("s", 16, seed=0), outdir / "FastSAM-s-legacy.pt")
 
 
 def _letterbox(img_bgr: np.ndarray, imgsz: int) -> torch.Tensor:
@@ -171,6 +197,9 @@ def run(ckpt: Path, image: Path, out: Path, imgsz: int, conf: float, iou: float,
     model = model.float().eval()
     img = cv2.imread(str(image))
     x, (head, protos), p, masks = original_pipeline(model, img, imgsz, conf, iou, retina)
+    fused, _ = load_checkpoint(str(ckpt), device="cpu", fuse=True)  # what ultralytics' predictor runs
+    with torch.no_grad():
+        head_fused, protos_fused = fused.float().eval()(x)[0]
     res = FastSAM(str(ckpt)).predict(str(image), imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina,
                                      device="cpu", verbose=False)[0]  # fmt: skip
     np.savez_compressed(
@@ -178,6 +207,8 @@ def run(ckpt: Path, image: Path, out: Path, imgsz: int, conf: float, iou: float,
         input=x.numpy(),
         head=head.numpy(),
         protos=protos.numpy(),
+        head_fused=head_fused.numpy(),
+        protos_fused=protos_fused.numpy(),
         orig_boxes=p[:, :4].numpy(),
         orig_scores=p[:, 4].numpy(),
         orig_masks=masks.numpy().astype(bool),
@@ -192,6 +223,7 @@ def main(argv: list[str]) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("outdir", type=Path)
+    m.add_argument("--only-s", action="store_true", help="only FastSAM-s.pt")
     r = sub.add_parser("run")
     r.add_argument("ckpt", type=Path)
     r.add_argument("image", type=Path)
@@ -202,7 +234,7 @@ def main(argv: list[str]) -> None:
     r.add_argument("--no-retina", action="store_true")
     a = ap.parse_args(argv)
     if a.cmd == "make":
-        make(a.outdir)
+        make(a.outdir, a.only_s)
     else:
         run(a.ckpt, a.image, a.out, a.imgsz, a.conf, a.iou, not a.no_retina)
 

@@ -13,6 +13,7 @@ ultralytics and can run arbitrary code. Here, instead:
 from __future__ import annotations
 
 import pickle
+import types
 from typing import Any
 
 import torch
@@ -152,12 +153,22 @@ _NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
 _INERT_PREFIXES = ("ultralytics.", "torch.nn.modules.")
 
 
+def _fresh(fn: Any) -> Any:
+    # A pickle may BUILD on whatever find_class returns; handing out the shared function object
+    # would let a file set attributes (e.g. __defaults__) on torch's own rebuild functions.
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
 class Unpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` only returns allow-listed objects or placeholders."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+            value = _ALLOWED[(module, name)]
+            return _fresh(value) if isinstance(value, types.FunctionType) else value
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         if module in _NUMPY_MODULES:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..config import SCALES, ModelConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
-from ..nn.blocks import C2f, SPPF, Bottleneck, Branch, ConvBnAct, Proto
+from ..nn.blocks import BN_EPS, C2f, SPPF, Bottleneck, Branch, ConvBnAct, Proto
 from ..nn.model import Backbone, FastSAMNet, Neck, SegmentHead
 from . import safe_pickle
 
@@ -138,6 +138,9 @@ def _module_state(obj: Any, prefix: str, out: dict[str, Tensor]) -> None:
     state = obj.state if safe_pickle.is_inert(obj) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint module {prefix or '<root>'} has no readable state")
+    if safe_pickle.is_inert(obj, "BatchNorm2d") and abs(float(state.get("eps", BN_EPS)) - BN_EPS) > 1e-12:
+        # The network hard-codes YOLOv8's eps; a different one would silently change every output.
+        raise CheckpointError(f"BatchNorm {prefix.rstrip('.')} has eps {state.get('eps')}, expected {BN_EPS}")
     skip = state.get("_non_persistent_buffers_set") or set()
     for group in ("_parameters", "_buffers"):
         for name, value in (state.get(group) or {}).items():
@@ -183,10 +186,17 @@ def read_ultralytics_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Mo
                 f"{path}: holds a {model_obj._pickled_name}, expected a SegmentationModel (FastSAM)"
             )
         state = {}
-        _module_state(model_obj, "", state)
+        try:
+            _module_state(model_obj, "", state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
     else:
         raise CheckpointError(f"{path}: not an ultralytics checkpoint (top level is {type(ckpt).__name__})")
-    cfg = infer_config(state)
+    try:
+        cfg = infer_config(state)
+        renamed = from_ultralytics(state, cfg)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     meta: dict[str, Any] = {"source_format": "ultralytics"}
     if isinstance(ckpt, dict):
         for key in ("version", "date"):
@@ -196,4 +206,4 @@ def read_ultralytics_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Mo
         if isinstance(args, dict):
             meta["train_args"] = {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool))}
     meta["source_dtype"] = str(state["model.0.conv.weight"].dtype).replace("torch.", "")
-    return from_ultralytics(state, cfg), cfg, meta
+    return renamed, cfg, meta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.model import HeadOutput
@@ -28,11 +29,15 @@ def make_anchors(shapes: list[tuple[int, int]], strides: tuple[int, ...], device
 
 
 def dfl_expectation(logits: Tensor, reg_max: int) -> Tensor:
-    """(B, 4*reg_max, A) bin logits -> (B, 4, A) expected distances (softmax over bins, weights 0..reg_max-1)."""
+    """(B, 4*reg_max, A) bin logits -> (B, 4, A) expected distances (softmax over bins, weights 0..reg_max-1).
+
+    The expectation is a 1x1 convolution over the bin axis, as in the reference implementation: the
+    same reduction order gives bit-identical distances (box edges feed discontinuous crops).
+    """
     b, _, a = logits.shape
-    prob = logits.view(b, 4, reg_max, a).softmax(2)
-    bins = torch.arange(reg_max, device=logits.device, dtype=logits.dtype).view(1, 1, reg_max, 1)
-    return (prob * bins).sum(2)
+    prob = logits.view(b, 4, reg_max, a).transpose(2, 1).softmax(1)  # (B, reg_max, 4, A)
+    bins = torch.arange(reg_max, device=logits.device, dtype=logits.dtype).view(1, reg_max, 1, 1)
+    return F.conv2d(prob, bins).view(b, 4, a)
 
 
 def decode_predictions(out: HeadOutput, strides: tuple[int, ...], reg_max: int) -> Tensor:
