@@ -45,6 +45,20 @@ def median_ms(fn, runs: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def paired_ms(fn_a, fn_b, runs: int) -> tuple[float, float, object, object]:
+    """Medians of a and b timed alternately, so that machine noise hits both alike."""
+    fn_a(), fn_b()  # warm-up
+    ta, tb, out_a, out_b = [], [], None, None
+    for _ in range(runs):
+        t = time.perf_counter()
+        out_a = fn_a()
+        ta.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        out_b = fn_b()
+        tb.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ta), statistics.median(tb), out_a, out_b
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", default="s", choices=["s", "x"])
@@ -84,17 +98,15 @@ def main() -> None:
         def ultra_call():
             return ultra.predict(str(image), device="cpu", verbose=False, **kw)[0]
 
-        u_e2e, u_res = median_ms(ultra_call, args.runs)
+        u_e2e, f_e2e, u_res, f_res = paired_ms(ultra_call, lambda: ours(image, **kw), args.runs)
         speeds = [ultra_call().speed for _ in range(args.runs)]
         u_post = statistics.median(s["postprocess"] for s in speeds)
 
         x, geom = letterbox(load_image(image), cfg.input_size)
         net = ultra.predictor.model.model  # the fused torch module ultralytics runs
         with torch.inference_mode():
-            u_fwd, _ = median_ms(lambda: net(x), args.runs)
-        f_fwd, (preds, protos) = median_ms(lambda: ours.forward(x), args.runs)
+            u_fwd, f_fwd, _, (preds, protos) = paired_ms(lambda: net(x), lambda: ours.forward(x), args.runs)
         f_post, _ = median_ms(lambda: ours.postprocess(preds[0], protos[0], geom, cfg), args.runs)
-        f_e2e, f_res = median_ms(lambda: ours(image, **kw), args.runs)
         counts = f"{len(u_res.masks.data) if u_res.masks is not None else 0}/{len(f_res)}"
         for stage, u, f in (("forward", u_fwd, f_fwd), ("post", u_post, f_post), ("end2end", u_e2e, f_e2e)):
             print(f"{imgsz:>5} {counts:>10} | {stage:<10} {u:>11.1f} {f:>9.1f} {u / f:>6.2f}x")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .errors import FastSAMError
+
 __all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig"]
 
 
@@ -55,10 +57,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
-            raise ValueError(f"unknown scale {self.scale!r}; expected one of {sorted(SCALES)}")
+            raise FastSAMError(f"unknown scale {self.scale!r}; expected one of {sorted(SCALES)}")
         for name in ("num_classes", "num_masks", "reg_max", "proto_channels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise FastSAMError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def channels(self, base: int) -> int:
         """Scaled channel count for a base (``l``-scale) width."""
@@ -105,13 +107,13 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.imgsz, int) or self.imgsz < 32:
-            raise ValueError(f"imgsz must be an integer >= 32, got {self.imgsz!r}")
+            raise FastSAMError(f"imgsz must be an integer >= 32, got {self.imgsz!r}")
         if not 0.0 <= self.conf <= 1.0:
-            raise ValueError(f"conf must be in [0, 1], got {self.conf}")
+            raise FastSAMError(f"conf must be in [0, 1], got {self.conf}")
         if not 0.0 <= self.iou <= 1.0:
-            raise ValueError(f"iou must be in [0, 1], got {self.iou}")
+            raise FastSAMError(f"iou must be in [0, 1], got {self.iou}")
         if not isinstance(self.max_det, int) or self.max_det < 1:
-            raise ValueError(f"max_det must be an integer >= 1, got {self.max_det!r}")
+            raise FastSAMError(f"max_det must be an integer >= 1, got {self.max_det!r}")
 
     @property
     def input_size(self) -> int:

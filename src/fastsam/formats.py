@@ -45,19 +45,25 @@ def rle_counts(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int],
 def rle_string(counts: list[int]) -> str:
     """COCO's compressed RLE string: each count (after the second, as a difference to the count two
     places earlier) written in 5-bit groups, low first, 0x20 marking continuation, offset by 48."""
-    out = []
-    for i, value in enumerate(counts):
-        x = int(value) - (int(counts[i - 2]) if i > 2 else 0)
-        while True:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-            if not more:
-                break
-    return "".join(out)
+    x = np.asarray(counts, dtype=np.int64)
+    if x.size == 0:
+        return ""
+    if x.size > 3:
+        x = x.copy()
+        x[3:] -= np.asarray(counts[1:-2], dtype=np.int64)
+    chars = np.zeros((x.size, 13), dtype=np.uint8)  # 13 groups of 5 bits cover any int64
+    length = np.zeros(x.size, dtype=np.int64)
+    active = np.ones(x.size, dtype=bool)
+    for k in range(13):
+        c = x & 0x1F
+        x = x >> 5  # arithmetic shift: negative differences end at -1
+        more = np.where(c & 0x10, x != -1, x != 0)
+        chars[active, k] = (c[active] | np.where(more[active], 0x20, 0)) + 48
+        length[active] += 1
+        active &= more
+        if not active.any():
+            break
+    return chars[np.arange(13)[None, :] < length[:, None]].tobytes().decode("ascii")
 
 
 def _string_counts(s: str) -> list[int]:

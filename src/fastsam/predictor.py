@@ -66,7 +66,9 @@ class FastSAM:
     Args:
         weights: a weight file (released ultralytics ``.pt`` or our safetensors) or a built network.
         device: torch device; CPU unless told otherwise.
-        fuse: fold BatchNorm into convolutions for inference (same outputs, faster).
+        fuse: fold BatchNorm into convolutions for inference (same outputs up to float rounding, faster).
+        channels_last: run convolutions in NHWC memory layout (faster on x86 CPUs; float rounding
+            differs slightly). Defaults to ``fuse``: the fast path, or the bit-exact plain one.
         cache_size: number of (image, options) results kept, so that prompts on the same image
             reuse one forward pass.
 
@@ -76,11 +78,14 @@ class FastSAM:
     """
 
     def __init__(self, weights: str | Path | FastSAMNet, device: str | torch.device = "cpu", fuse: bool = True,
-                 cache_size: int = 4) -> None:  # fmt: skip
+                 cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
         self.device = torch.device(device)
         model = weights if isinstance(weights, FastSAMNet) else load_model(weights, device="cpu")
         self.config = model.config
         self.network: torch.nn.Module = (fuse_conv_bn(model) if fuse else model).to(self.device).eval()
+        self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None
+        if self.memory_format is not None:
+            self.network = self.network.to(memory_format=self.memory_format)
         self.strides = model.strides
         self._cache: OrderedDict[tuple[str, PredictConfig], Segments] = OrderedDict()
         self._cache_size = cache_size
@@ -89,7 +94,10 @@ class FastSAM:
     @torch.inference_mode()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) RGB in [0, 1] -> (decoded predictions (B, 4 + nc + nm, A), protos (B, nm, H/4, W/4))."""
-        out = self.network(images.to(self.device, torch.float32))
+        images = images.to(self.device, torch.float32)
+        if self.memory_format is not None:
+            images = images.contiguous(memory_format=self.memory_format)
+        out = self.network(images)
         return decode_predictions(out, self.strides, self.config.reg_max), out.protos
 
     # -- everything mode -------------------------------------------------------------------------

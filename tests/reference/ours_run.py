@@ -44,7 +44,7 @@ def main() -> None:
     cfg = PredictConfig(imgsz=a.imgsz, conf=a.conf, iou=a.iou, retina_masks=not a.no_retina)
     out = {}
     for tag, fuse in (("plain", False), ("fused", True)):
-        model = FastSAM(a.ckpt, fuse=fuse, cache_size=0)
+        model = FastSAM(a.ckpt, fuse=fuse, cache_size=0)  # plain: fp32 NCHW, as the reference
         head, protos = model.forward(torch.from_numpy(ref["input"]))
         seg = model.segment(a.image, cfg)
         out.update({

@@ -51,10 +51,12 @@ def _sniff(path: Path) -> str:
         raise CheckpointError(f"{path}: weight file is empty")
     with path.open("rb") as fh:
         head = fh.read(16)
+    # safetensors: little-endian u64 header length, then a JSON header. Test it first: the length's
+    # first byte may well be 0x80, which also starts a pickle.
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(f"{path}: not a weight file (neither a PyTorch checkpoint nor safetensors)")
 
 

@@ -18,11 +18,14 @@ def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
         conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype,
     )  # fmt: skip
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    std = torch.sqrt(bn.running_var + bn.eps)
+    scale = bn.weight / std
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        # beta - gamma * mean / std: the reference implementation's order of operations, so fused
+        # outputs agree to the last bit where they can.
+        bias = bn.bias - bn.weight * bn.running_mean / std
+        fused.bias.copy_(bias if conv.bias is None else conv.bias * scale + bias)
     return fused.requires_grad_(False)
 
 

@@ -64,40 +64,52 @@ class MaskCrops:
     stability: np.ndarray
 
 
-def _threshold_region(logits: np.ndarray, rows: AxisTable, cols: AxisTable,
+def _threshold_region(coef: np.ndarray, protos: np.ndarray, rows: AxisTable, cols: AxisTable,
                       window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, float]:  # fmt: skip
-    """Threshold the bilinear upsampling of ``logits`` (h, w) at the output pixels ``rows`` x ``cols``.
+    """Threshold the bilinear upsampling of the logits ``coef @ protos`` at the output pixels
+    ``rows`` x ``cols``.
 
-    Separable: interpolate along x on the few source rows involved, then along y by gathering
-    whole rows. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source outside it (the
-    original's crop before upsampling).
+    Only the prototype window under the region is combined (logits are linear in the
+    prototypes). Interpolation is separable: along x on the few source rows involved, then along y
+    by gathering whole rows. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source
+    outside it (the original's crop before upsampling).
+
+    Args:
+        coef: (nm,) coefficients. protos: (nm, h, w) prototypes.
 
     Returns:
         (mask (len(rows), len(cols)) bool = value > 0, stability = #(value > 1) / #(value > -1)).
     """
     ia, ib = int(rows.i0[0]), int(rows.i1[-1]) + 1
     ja, jb = int(cols.i0[0]), int(cols.i1[-1]) + 1
-    src = logits[ia:ib, ja:jb]
+    src = np.tensordot(coef, protos[:, ia:ib, ja:jb], axes=1)
     if window is not None:
         r0, r1, c0, c1 = window
-        src = src.copy()
         src[: max(r0 - ia, 0)] = 0
         src[max(r1 - ia, 0) :] = 0
         src[:, : max(c0 - ja, 0)] = 0
         src[:, max(c1 - ja, 0) :] = 0
-    across = src[:, cols.i0 - ja] * cols.w0
-    across += src[:, cols.i1 - ja] * cols.w1
-    value = across[rows.i0 - ia] * rows.w0[:, None]
-    value += across[rows.i1 - ia] * rows.w1[:, None]
-    n_hi = np.count_nonzero(value > 1.0)
-    n_lo = np.count_nonzero(value > -1.0)
+    across = np.take(src, cols.i0 - ja, axis=1)
+    across *= cols.w0
+    tmp = np.take(src, cols.i1 - ja, axis=1)
+    tmp *= cols.w1
+    across += tmp
+    value = np.take(across, rows.i0 - ia, axis=0)
+    value *= rows.w0[:, None]
+    tmp = np.take(across, rows.i1 - ia, axis=0)
+    tmp *= rows.w1[:, None]
+    value += tmp
+    flags = np.greater(value, 1.0, out=np.empty(value.shape, dtype=bool))
+    n_hi = np.count_nonzero(flags)
+    n_lo = np.count_nonzero(np.greater(value, -1.0, out=flags))
     return value > 0.0, (n_hi / n_lo if n_lo else 0.0)
 
 
 Job = tuple[int, tuple[int, int, int, int], "tuple[int, int, int, int] | None"]
 
 
-def _run(jobs: list[Job], logits: np.ndarray, row_table: AxisTable, col_table: AxisTable) -> MaskCrops:
+def _run(jobs: list[Job], coefs: np.ndarray, protos: np.ndarray, row_table: AxisTable, col_table: AxisTable
+         ) -> MaskCrops:  # fmt: skip
     """Evaluate every mask region; numpy releases the GIL, so the work is split over the threads
     torch is allowed to use."""
     out = MaskCrops(np.zeros((len(jobs), 4), dtype=np.int64), [np.zeros((0, 0), bool)] * len(jobs),
@@ -108,7 +120,7 @@ def _run(jobs: list[Job], logits: np.ndarray, row_table: AxisTable, col_table: A
             out.regions[k] = (r0, r1, c0, c1)
             if r1 > r0 and c1 > c0:
                 out.crops[k], out.stability[k] = _threshold_region(
-                    logits[k], row_table[r0:r1], col_table[c0:c1], window
+                    coefs[k], protos, row_table[r0:r1], col_table[c0:c1], window
                 )
             else:
                 out.crops[k] = np.zeros((r1 - r0, c1 - c0), dtype=bool)
@@ -141,12 +153,11 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
     """
     nm, mh, mw = protos.shape
     h0, w0 = geom.orig_size
-    logits = (coefficients.float() @ protos.float().view(nm, -1)).view(-1, mh, mw)
     gain = min(mh / h0, mw / w0)
     pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
     top, left = int(pad_h), int(pad_w)
     bottom, right = int(mh - pad_h), int(mw - pad_w)
-    logits = logits[:, top:bottom, left:right].numpy()
+    cut = protos.float()[:, top:bottom, left:right].numpy()
     row_table = bilinear_table(bottom - top, h0)
     col_table = bilinear_table(right - left, w0)
     jobs = []
@@ -154,7 +165,7 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
         r0, r1 = _pixel_range(y1, y2, h0)
         c0, c1 = _pixel_range(x1, x2, w0)
         jobs.append((k, (r0, r1, c0, c1), None))
-    return _run(jobs, logits, row_table, col_table)
+    return _run(jobs, coefficients.float().numpy(), cut, row_table, col_table)
 
 
 def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor, geom: Letterbox) -> MaskCrops:
@@ -172,7 +183,6 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
     h_in, w_in = geom.input_size
     h0, w0 = geom.orig_size
     (rh, rw), (top, left) = geom.resized, geom.pad
-    logits = (coefficients.float() @ protos.float().view(nm, -1)).view(-1, mh, mw).numpy()
     # original pixel centre -> nearest input pixel inside the resized (un-padded) image
     ys = np.minimum(np.floor((np.arange(h0) + 0.5) * rh / h0).astype(np.int64), rh - 1) + top
     xs = np.minimum(np.floor((np.arange(w0) + 0.5) * rw / w0).astype(np.int64), rw - 1) + left
@@ -190,4 +200,4 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
             jobs.append((k, (0, 0, 0, 0), None))
         else:
             jobs.append((k, (r0, r1, c0, c1), (pr0, pr1, pc0, pc1)))
-    return _run(jobs, logits, row_table, col_table)
+    return _run(jobs, coefficients.float().numpy(), protos.float().numpy(), row_table, col_table)
