@@ -46,11 +46,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("sources", nargs="+", help="image files or directories")
     _add_segment_options(seg)
+    pr = sub.add_parser(
+        "prompt",
+        help="select masks by points, boxes or text",
+        description="Everything mode, then prompt selection; writes OUT/<stem>.json (one record per selected or "
+        "merged mask; boxes in the order given) and OUT/<stem>.png.",
+    )
+    pr.add_argument("sources", nargs="+", help="image files or directories")
+    pr.add_argument("--point", action="append", type=_point, default=[], metavar="X,Y[,LABEL]",
+                    help="point in original pixels; LABEL 1 = foreground (default), 0 = background")
+    pr.add_argument("--box", action="append", type=_box, default=[], metavar="X1,Y1,X2,Y2",
+                    help="box in original pixels; one result per box, in order")
+    pr.add_argument("--text", action="append", default=[], help="text prompt (CLIP)")
+    pr.add_argument("--clip-weights", type=Path, help="local CLIP weights (open_clip or OpenAI ViT-B-32 file)")
+    pr.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    pr.add_argument("--text-threshold", type=float, help="select every mask at or above this CLIP similarity")
+    pr.add_argument("--point-mode", choices=["merge", "individual"], default="merge",
+                    help="merge: the original's single merged mask; individual: every mask hit")  # fmt: skip
+    _add_segment_options(pr)
     conv = sub.add_parser("convert", help="convert weights to fastsam's safetensors format")
     conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
     conv.add_argument("dst", type=Path, help="output .safetensors file")
     conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
     return parser
+
+
+def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def _point(text: str) -> list[float]:
+    v = _numbers(text, (2, 3), "X,Y or X,Y,LABEL")
+    if len(v) == 3 and v[2] not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"point label must be 0 or 1, got {text!r}")
+    return v if len(v) == 3 else [*v, 1.0]
+
+
+def _box(text: str) -> list[float]:
+    return _numbers(text, (4,), "X1,Y1,X2,Y2")
 
 
 def _version() -> str:
@@ -76,6 +115,70 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from .viz import overlay
+
+    def handle(rgb, segments):
+        return segments.to_records(), overlay(rgb, segments)
+
+    return _run_images(args, handle)
+
+
+def _prompt(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .prompts import select_by_boxes, select_by_points
+    from .results import Segments
+    from .viz import draw_prompts, overlay_masks
+
+    if not (args.point or args.box or args.text):
+        raise FastSAMError("give at least one --point, --box or --text")
+    scorer = None
+    if args.text:
+        if args.clip_weights is None:
+            raise FastSAMError("--text needs --clip-weights PATH (local CLIP weights; nothing is downloaded)")
+        from .text import get_scorer
+
+        scorer = get_scorer(args.clip_weights, args.clip_model, args.device)
+    points = [p[:2] for p in args.point]
+    labels = [int(p[2]) for p in args.point]
+
+    def handle(rgb, segments: Segments):
+        parts: list[tuple[Segments, dict]] = []
+        if points:
+            sel = select_by_points(segments, points, labels, mode=args.point_mode)
+            top = sel.indices[np.argmax(segments.scores[sel.indices])] if sel.indices.size else None
+            merged = Segments.from_masks(
+                sel.mask[None], np.array([segments.scores[top] if top is not None else 0.0]),
+                np.array([segments.stability[top] if top is not None else 0.0]),
+            )
+            parts.append((merged, {"type": "points", "points": points, "labels": labels,
+                                   "indices": sel.indices.tolist()}))  # fmt: skip
+        if args.box:
+            for box, k in zip(args.box, select_by_boxes(segments, args.box)):
+                one = segments[[int(k)]] if k >= 0 else Segments.from_masks(
+                    np.zeros((1, *segments.image_size), bool), np.zeros(1))
+                parts.append((one, {"type": "box", "box": box, "indices": [int(k)] if k >= 0 else []}))
+        if args.text:
+            from .text import select_by_text
+
+            for text, idx in zip(args.text, select_by_text(segments, rgb, args.text, scorer,
+                                                             threshold=args.text_threshold)):  # fmt: skip
+                for k in idx:
+                    parts.append((segments[[int(k)]], {"type": "text", "text": text, "indices": [int(k)]}))
+        records = []
+        for seg, prompt in parts:
+            for rec in seg.to_records():
+                rec["prompt"] = prompt
+                records.append(rec)
+        masks = np.stack([seg.mask(0) for seg, _ in parts]) if parts else np.zeros((0, *rgb.shape[:2]), bool)
+        image = draw_prompts(overlay_masks(rgb, masks), points=points, labels=labels, boxes=args.box)
+        return records, image
+
+    return _run_images(args, handle)
+
+
+def _run_images(args: argparse.Namespace, handle) -> int:
+    """Run everything mode on every source image and write what ``handle(rgb, segments)`` returns."""
     import io
 
     from PIL import Image
@@ -83,7 +186,6 @@ def _segment(args: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .io.images import iter_sources, load_image
     from .predictor import FastSAM
-    from .viz import overlay
 
     cfg = PredictConfig(imgsz=args.imgsz, conf=args.conf, iou=args.iou, retina_masks=not args.no_retina,
                         max_det=args.max_det)  # fmt: skip
@@ -101,16 +203,21 @@ def _segment(args: argparse.Namespace) -> int:
             failures += 1
             continue
         segments = model.segment(rgb, cfg)
+        try:
+            records, picture = handle(rgb, segments)
+        except FastSAMError as exc:  # a prompt outside this image: report it, go on with the others
+            print(f"fastsam: error: {name}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         stem = _unique_stem(name, used)
-        records = segments.to_records()
         _write_atomic(args.out / f"{stem}.json", json.dumps(records).encode())
         buf = io.BytesIO()
-        Image.fromarray(overlay(rgb, segments)).save(buf, format="PNG")
+        Image.fromarray(picture).save(buf, format="PNG")
         _write_atomic(args.out / f"{stem}.png", buf.getvalue())
         if not getattr(progress, "disable", True):
             progress.set_postfix_str(f"{stem}: {len(segments)} masks")
         elif args.progress is None:
-            print(f"{name}: {len(segments)} masks -> {args.out / stem}.json, .png", file=sys.stderr)
+            print(f"{name}: {len(records)} records -> {args.out / stem}.json, .png", file=sys.stderr)
     return EXIT_USAGE if failures else 0
 
 
@@ -144,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "segment":
             return _segment(args)
+        if args.command == "prompt":
+            return _prompt(args)
         return _convert(args)
     except FastSAMError as exc:
         print(f"fastsam: error: {exc}", file=sys.stderr)

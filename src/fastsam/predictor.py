@@ -135,9 +135,14 @@ class FastSAM:
         return Segments.from_crops(geom.orig_size, boxes.numpy(), det.scores.numpy(), crops)
 
     def __call__(self, source: Any, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9,
-                 retina_masks: bool = True, max_det: int = 300) -> Segments | list[Segments]:  # fmt: skip
+                 retina_masks: bool = True, max_det: int = 300, device: str | torch.device | None = None
+                 ) -> Segments | list[Segments]:  # fmt: skip
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
-        directory of them (-> list of Segments)."""
+        directory of them (-> list of Segments). ``device``, as in the original's call, moves the
+        network there for this and later calls."""
+        if device is not None and torch.device(device) != self.device:
+            self.device = torch.device(device)
+            self.network.to(self.device)
         cfg = PredictConfig(imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina_masks, max_det=max_det)
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()

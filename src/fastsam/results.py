@@ -50,6 +50,29 @@ class Segments:
         )
 
     @classmethod
+    def from_masks(cls, masks: np.ndarray, scores: np.ndarray, stability: np.ndarray | None = None,
+                   boxes: np.ndarray | None = None) -> "Segments":  # fmt: skip
+        """Segments from dense (K, H, W) bool masks (e.g. merged prompt results); crops are the tight
+        mask boxes, and ``boxes`` default to them (xyxy, exclusive ends)."""
+        masks = np.asarray(masks, dtype=bool)
+        regions, crops, tight = [], [], []
+        for m in masks:
+            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            if rows.size == 0:
+                regions.append((0, 0, 0, 0))
+                crops.append(np.zeros((0, 0), dtype=bool))
+                tight.append((0.0, 0.0, 0.0, 0.0))
+                continue
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            regions.append((r0, r1, c0, c1))
+            crops.append(m[r0:r1, c0:c1].copy())
+            tight.append((float(c0), float(r0), float(c1), float(r1)))
+        k = len(masks)
+        stab = np.zeros(k, dtype=np.float32) if stability is None else stability
+        return cls.from_crops(masks.shape[1:], np.asarray(tight if boxes is None else boxes), scores,
+                              MaskCrops(np.asarray(regions).reshape(-1, 4), crops, np.asarray(stab)))  # fmt: skip
+
+    @classmethod
     def empty(cls, image_size: tuple[int, int]) -> "Segments":
         return cls.from_crops(image_size, np.zeros((0, 4)), np.zeros(0), MaskCrops(np.zeros((0, 4)), [], np.zeros(0)))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from .results import Segments
 
-__all__ = ["mask_colors", "overlay"]
+__all__ = ["mask_colors", "overlay", "overlay_masks", "draw_prompts"]
 
 ALPHA = 0.6  # mask opacity, as the original
 CONTOUR_COLOR = (0, 0, 255)  # RGB; the original draws contours in blue at 0.8 opacity
@@ -19,6 +21,37 @@ def mask_colors(n: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, size=(n, 3), dtype=np.uint8)
 
 
+def _blend(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
+    """Colour pixels with label > 0 by ``colors[label]`` at ALPHA; draw ``edge`` pixels as contours."""
+    out = image.astype(np.float32)
+    covered = labels > 0
+    out[covered] = out[covered] * (1 - ALPHA) + colors[labels[covered]] * ALPHA
+    if edge is not None:
+        on = edge > 0
+        out[on] = out[on] * (1 - CONTOUR_ALPHA) + np.asarray(CONTOUR_COLOR, np.float32) * CONTOUR_ALPHA
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _colors(n: int, color: tuple[int, int, int] | None, seed: int) -> np.ndarray:
+    colors = np.zeros((n + 1, 3), dtype=np.float32)
+    if n:
+        colors[1:] = np.asarray(color, dtype=np.float32) if color is not None else mask_colors(n, seed)
+    return colors
+
+
+def _draw_contours(edge: np.ndarray, crop: np.ndarray, offset: tuple[int, int]) -> None:
+    import cv2
+
+    if crop.size and crop.any():
+        found, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(edge, found, -1, 1, thickness=2, offset=offset)
+
+
+def _check_size(image: np.ndarray, size: tuple[int, int]) -> None:
+    if image.shape[:2] != tuple(size):
+        raise ValueError(f"image size {image.shape[:2]} differs from the masks' {tuple(size)}")
+
+
 def overlay(image: np.ndarray, segments: Segments, contours: bool = True, color: tuple[int, int, int] | None = None,
             seed: int = 0) -> np.ndarray:  # fmt: skip
     """Draw masks over an (H, W, 3) uint8 RGB image; returns a new RGB image.
@@ -26,24 +59,44 @@ def overlay(image: np.ndarray, segments: Segments, contours: bool = True, color:
     Where masks overlap the smallest one is shown (as in the original's plot). ``color`` gives all
     masks one colour; otherwise each mask gets a random colour from ``seed``.
     """
-    import cv2
-
-    if image.shape[:2] != tuple(segments.image_size):
-        raise ValueError(f"image size {image.shape[:2]} differs from the segments' {segments.image_size}")
-    out = image.astype(np.float32)
-    if len(segments):
-        labels = segments.label_map()
-        colors = np.zeros((len(segments) + 1, 3), dtype=np.float32)
-        colors[1:] = np.asarray(color, dtype=np.float32) if color is not None else mask_colors(len(segments), seed)
-        covered = labels > 0
-        out[covered] = out[covered] * (1 - ALPHA) + colors[labels[covered]] * ALPHA
+    _check_size(image, segments.image_size)
+    edge = None
     if contours and len(segments):
         edge = np.zeros(segments.image_size, dtype=np.uint8)
         for crop, (r0, r1, c0, c1) in zip(segments.crops, segments.regions):
-            if crop.size == 0 or not crop.any():
-                continue
-            found, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(edge, found, -1, 1, thickness=2, offset=(int(c0), int(r0)))
-        on = edge > 0
-        out[on] = out[on] * (1 - CONTOUR_ALPHA) + np.asarray(CONTOUR_COLOR, np.float32) * CONTOUR_ALPHA
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            _draw_contours(edge, crop, (int(c0), int(r0)))
+    return _blend(image, segments.label_map(), _colors(len(segments), color, seed), edge)
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, contours: bool = True,
+                  color: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Like :func:`overlay`, for dense (K, H, W) bool masks (e.g. merged prompt results)."""
+    _check_size(image, masks.shape[1:])
+    labels = np.zeros(image.shape[:2], dtype=np.int64)
+    areas = masks.reshape(len(masks), -1).sum(1)
+    for k in np.argsort(-areas, kind="stable"):  # smaller masks painted last, so they win
+        labels[masks[k]] = k + 1
+    edge = None
+    if contours and len(masks):
+        edge = np.zeros(image.shape[:2], dtype=np.uint8)
+        for m in masks:
+            _draw_contours(edge, m, (0, 0))
+    return _blend(image, labels, _colors(len(masks), color, seed), edge)
+
+
+def draw_prompts(image: np.ndarray, points: Sequence[Sequence[float]] | None = None,
+                 labels: Sequence[int] | None = None, boxes: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """Draw prompt points (yellow = foreground, magenta = background) and boxes (blue) on a copy."""
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    radius = max(3, min(image.shape[:2]) // 150)
+    for x1, y1, x2, y2 in boxes or []:
+        cv2.rectangle(out, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), (0, 0, 255), 2)
+    if points is not None:
+        labs = [1] * len(points) if labels is None else list(labels)
+        for (x, y), lab in zip(points, labs):
+            fill = (255, 255, 0) if lab == 1 else (255, 0, 255)
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, fill, -1)
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, (0, 0, 0), 1)
+    return out

@@ -1,0 +1,167 @@
+"""Prompt-guided selection: pure functions over one everything-mode result (``Segments``).
+
+All coordinates are original-image pixels. Nothing here runs the network: one forward per image,
+any number of prompts after it. Masks are read from their compact crops, so a prompt costs
+milliseconds even with hundreds of masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import FastSAMError
+from .results import Segments
+
+__all__ = ["PointSelection", "select_by_points", "select_by_boxes", "box_mask_iou", "validate_points", "validate_boxes"]
+
+
+@dataclass(frozen=True)
+class PointSelection:
+    """Result of a point prompt.
+
+    Attributes:
+        indices: masks hit by a foreground point that survive the rule, in score order.
+        mask: (H, W) bool merged mask (the original's output); for ``mode="individual"`` the union
+            of the selected masks.
+    """
+
+    indices: np.ndarray
+    mask: np.ndarray
+
+
+def validate_points(points: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray | None,
+                    image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(K, 2) float x, y and (K,) int labels; raise FastSAMError naming the first bad entry."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        raise FastSAMError("no points given")
+    if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+        raise FastSAMError(f"points must be a list of [x, y] pairs, got shape {pts.shape}")
+    lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels)
+    if lab.shape != (len(pts),):
+        raise FastSAMError(f"got {len(pts)} points but {lab.size} labels")
+    if not np.isin(lab, (0, 1)).all():
+        raise FastSAMError(f"point labels must be 1 (foreground) or 0 (background), got {sorted(set(lab.tolist()))}")
+    h, w = image_size
+    for k, (x, y) in enumerate(pts):
+        if not (0 <= x < w and 0 <= y < h):
+            raise FastSAMError(f"point {k} ({x:g}, {y:g}) lies outside the {w}x{h} image")
+    return pts, lab.astype(np.int64)
+
+
+def validate_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(B, 4) float xyxy; raise FastSAMError naming the first box that is empty or outside the image."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        raise FastSAMError("no boxes given")
+    if b.ndim == 1 and b.size == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all():
+        raise FastSAMError(f"boxes must be a list of [x1, y1, x2, y2], got shape {b.shape}")
+    h, w = image_size
+    for k, (x1, y1, x2, y2) in enumerate(b):
+        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+            raise FastSAMError(f"box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty or outside the {w}x{h} image")
+    return b
+
+
+def _hits(segments: Segments, x: int, y: int) -> np.ndarray:
+    """Indices of the masks containing pixel (x, y)."""
+    r = segments.regions
+    cand = np.flatnonzero((r[:, 0] <= y) & (y < r[:, 1]) & (r[:, 2] <= x) & (x < r[:, 3]))
+    return np.array([k for k in cand if segments.crops[k][y - r[k, 0], x - r[k, 2]]], dtype=np.int64)
+
+
+def _visible(segments: Segments, k: int, canvas: np.ndarray) -> bool:
+    crop, (r0, r1, c0, c1) = segments.crops[k], segments.regions[k]
+    return bool(crop.size) and bool(canvas[r0:r1, c0:c1][crop].any())
+
+
+def select_by_points(segments: Segments, points: Sequence[Sequence[float]] | np.ndarray,
+                     labels: Sequence[int] | np.ndarray | None = None, *, mode: str = "merge",
+                     close_kernel: int = 0) -> PointSelection:  # fmt: skip
+    """Masks under foreground points, minus masks under background points.
+
+    ``mode="merge"`` (the original FastSAM rule): masks ordered by area, largest first; each point
+    inside a mask sets all that mask's pixels to the point's label, so smaller masks win; the
+    result is one merged mask. ``indices`` are the masks painted with label 1 last (still visible).
+    ``mode="individual"`` (ultralytics' rule): start with nothing selected (everything, if all
+    labels are 0); for each point in order, masks containing it are selected (label 1) or
+    deselected (label 0); ``mask`` is their union.
+    ``close_kernel`` > 1 applies a morphological closing of that size to the merged mask (the
+    paper's merge step, which the original code does not do).
+    """
+    pts, lab = validate_points(points, labels, segments.image_size)
+    pix = np.floor(pts).astype(np.int64)
+    hits = [_hits(segments, int(x), int(y)) for x, y in pix]
+    h, w = segments.image_size
+    if mode == "merge":
+        label_of: dict[int, int] = {}
+        for k_hits, label in zip(hits, lab):
+            for k in k_hits:
+                # within one mask the last point in the original's loop decides its label
+                label_of[int(k)] = int(label)
+        order = sorted(label_of, key=lambda k: (-int(segments.areas[k]), k))  # largest first
+        canvas = np.zeros((h, w), dtype=bool)
+        for k in order:
+            crop, (r0, r1, c0, c1) = segments.crops[k], segments.regions[k]
+            if crop.size:
+                canvas[r0:r1, c0:c1][crop] = bool(label_of[k])
+        keep = [k for k in order if label_of[k] == 1 and _visible(segments, k, canvas)]
+        indices = np.array(sorted(keep), dtype=np.int64)
+    elif mode == "individual":
+        selected = np.zeros(len(segments), dtype=bool) if (lab == 1).any() else np.ones(len(segments), dtype=bool)
+        for k_hits, label in zip(hits, lab):
+            selected[k_hits] = bool(label)
+        indices = np.flatnonzero(selected).astype(np.int64)
+        canvas = np.zeros((h, w), dtype=bool)
+        for k in indices:
+            crop, (r0, r1, c0, c1) = segments.crops[k], segments.regions[k]
+            if crop.size:
+                canvas[r0:r1, c0:c1] |= crop
+    else:
+        raise FastSAMError(f"unknown point mode {mode!r}; expected 'merge' or 'individual'")
+    if close_kernel > 1:
+        import cv2
+
+        kernel = np.ones((close_kernel, close_kernel), np.uint8)
+        canvas = cv2.morphologyEx(canvas.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+    return PointSelection(indices, canvas)
+
+
+def box_mask_iou(segments: Segments, box: np.ndarray) -> np.ndarray:
+    """(N,) IoU of each mask with the filled box region (the original's box-prompt score).
+
+    The box is rounded to whole pixels and clipped to the image as in the original.
+    """
+    h, w = segments.image_size
+    x1, y1 = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
+    x2, y2 = min(int(round(box[2])), w), min(int(round(box[3])), h)
+    box_area = max(x2 - x1, 0) * max(y2 - y1, 0)
+    r = segments.regions
+    inter = np.zeros(len(segments), dtype=np.int64)
+    overlap = np.flatnonzero((r[:, 0] < y2) & (r[:, 1] > y1) & (r[:, 2] < x2) & (r[:, 3] > x1))
+    for k in overlap:
+        r0, _, c0, _ = r[k]
+        crop = segments.crops[k]
+        sub = crop[max(y1 - r0, 0) : max(y2 - r0, 0), max(x1 - c0, 0) : max(x2 - c0, 0)]
+        inter[k] = np.count_nonzero(sub)
+    union = box_area + segments.areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def select_by_boxes(segments: Segments, boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """For each box (in the order given) the index of the mask with the highest IoU with the filled
+    box; -1 where the box overlaps no mask (the original would silently return mask 0)."""
+    b = validate_boxes(boxes, segments.image_size)
+    out = np.full(len(b), -1, dtype=np.int64)
+    if len(segments) == 0:
+        return out
+    for i, box in enumerate(b):
+        iou = box_mask_iou(segments, box)
+        if iou.max() > 0:
+            out[i] = int(np.argmax(iou))  # first maximum: the higher-scoring mask wins ties
+    return out
