@@ -112,3 +112,24 @@ def test_cli_rejects_malformed_point(small_ckpt, photo, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["prompt", str(photo), "--model", str(small_ckpt), "--point", "1,2,3,4"])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_cli_prompt_text_with_local_clip_weights(small_ckpt, photo, everything, tmp_path, capsys):
+    """--text with a seeded random open_clip ViT-B-32 saved to a file: one record, the argmax mask."""
+    import open_clip
+    import torch
+
+    from fastsam.text import get_scorer, select_by_text
+
+    torch.manual_seed(0)
+    weights = tmp_path / "clip.pt"
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
+    out = tmp_path / "out"
+    code = main(["prompt", str(photo), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out),
+                 "--text", "a person", "--clip-weights", str(weights)])
+    assert code == 0, capsys.readouterr().err
+    records = json.loads((out / "zidane.json").read_text())
+    rgb = np.asarray(Image.open(photo).convert("RGB"))
+    expected = select_by_text(everything, rgb, ["a person"], get_scorer(weights))[0]
+    assert [r["prompt"] for r in records] == [{"type": "text", "text": "a person", "indices": expected.tolist()}]
