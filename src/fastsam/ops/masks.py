@@ -12,11 +12,9 @@ masks equal the original's.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from .letterbox import Letterbox
@@ -64,27 +62,23 @@ class MaskCrops:
     stability: np.ndarray
 
 
-def _threshold_region(coef: np.ndarray, protos: np.ndarray, rows: AxisTable, cols: AxisTable,
+def _threshold_region(logits: np.ndarray, rows: AxisTable, cols: AxisTable,
                       window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, float]:  # fmt: skip
-    """Threshold the bilinear upsampling of the logits ``coef @ protos`` at the output pixels
-    ``rows`` x ``cols``.
+    """Threshold the bilinear upsampling of ``logits`` (h, w) at the output pixels ``rows`` x ``cols``.
 
-    Only the prototype window under the region is combined (logits are linear in the
-    prototypes). Interpolation is separable: along x on the few source rows involved, then along y
-    by gathering whole rows. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source
-    outside it (the original's crop before upsampling).
-
-    Args:
-        coef: (nm,) coefficients. protos: (nm, h, w) prototypes.
+    Interpolation is separable: along x on the few source rows involved, then along y by gathering
+    whole rows. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source outside it (the
+    original's crop before upsampling).
 
     Returns:
         (mask (len(rows), len(cols)) bool = value > 0, stability = #(value > 1) / #(value > -1)).
     """
     ia, ib = int(rows.i0[0]), int(rows.i1[-1]) + 1
     ja, jb = int(cols.i0[0]), int(cols.i1[-1]) + 1
-    src = np.tensordot(coef, protos[:, ia:ib, ja:jb], axes=1)
+    src = logits[ia:ib, ja:jb]
     if window is not None:
         r0, r1, c0, c1 = window
+        src = src.copy()
         src[: max(r0 - ia, 0)] = 0
         src[max(r1 - ia, 0) :] = 0
         src[:, : max(c0 - ja, 0)] = 0
@@ -108,29 +102,17 @@ def _threshold_region(coef: np.ndarray, protos: np.ndarray, rows: AxisTable, col
 Job = tuple[int, tuple[int, int, int, int], "tuple[int, int, int, int] | None"]
 
 
-def _run(jobs: list[Job], coefs: np.ndarray, protos: np.ndarray, row_table: AxisTable, col_table: AxisTable
-         ) -> MaskCrops:  # fmt: skip
-    """Evaluate every mask region; numpy releases the GIL, so the work is split over the threads
-    torch is allowed to use."""
-    out = MaskCrops(np.zeros((len(jobs), 4), dtype=np.int64), [np.zeros((0, 0), bool)] * len(jobs),
-                    np.zeros(len(jobs), dtype=np.float32))  # fmt: skip
-
-    def work(part: list[Job]) -> None:
-        for k, (r0, r1, c0, c1), window in part:
-            out.regions[k] = (r0, r1, c0, c1)
-            if r1 > r0 and c1 > c0:
-                out.crops[k], out.stability[k] = _threshold_region(
-                    coefs[k], protos, row_table[r0:r1], col_table[c0:c1], window
-                )
-            else:
-                out.crops[k] = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-
-    n = max(1, min(torch.get_num_threads(), len(jobs) // 16))
-    if n == 1:
-        work(jobs)
-    else:
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(work, [jobs[i::n] for i in range(n)]))
+def _run(jobs: list[Job], logits: np.ndarray, row_table: AxisTable, col_table: AxisTable) -> MaskCrops:
+    """Evaluate every mask region. (A thread pool does not help: most of the small numpy calls here
+    hold the GIL; measured slower with 2 threads than with 1.)"""
+    out = MaskCrops(np.zeros((len(jobs), 4), dtype=np.int64), [], np.zeros(len(jobs), dtype=np.float32))
+    for k, (r0, r1, c0, c1), window in jobs:
+        out.regions[k] = (r0, r1, c0, c1)
+        if r1 > r0 and c1 > c0:
+            crop, out.stability[k] = _threshold_region(logits[k], row_table[r0:r1], col_table[c0:c1], window)
+        else:
+            crop = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        out.crops.append(crop)
     return out
 
 
@@ -157,7 +139,8 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
     pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
     top, left = int(pad_h), int(pad_w)
     bottom, right = int(mh - pad_h), int(mw - pad_w)
-    cut = protos.float()[:, top:bottom, left:right].numpy()
+    # One GEMM for all masks (the original's arithmetic); the per-mask work below reads windows.
+    logits = (coefficients.float() @ protos.float().view(nm, -1)).view(-1, mh, mw)[:, top:bottom, left:right]
     row_table = bilinear_table(bottom - top, h0)
     col_table = bilinear_table(right - left, w0)
     jobs = []
@@ -165,7 +148,7 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
         r0, r1 = _pixel_range(y1, y2, h0)
         c0, c1 = _pixel_range(x1, x2, w0)
         jobs.append((k, (r0, r1, c0, c1), None))
-    return _run(jobs, coefficients.float().numpy(), cut, row_table, col_table)
+    return _run(jobs, logits.numpy(), row_table, col_table)
 
 
 def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor, geom: Letterbox) -> MaskCrops:
@@ -200,4 +183,5 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
             jobs.append((k, (0, 0, 0, 0), None))
         else:
             jobs.append((k, (r0, r1, c0, c1), (pr0, pr1, pc0, pc1)))
-    return _run(jobs, coefficients.float().numpy(), protos.float().numpy(), row_table, col_table)
+    logits = (coefficients.float() @ protos.float().view(nm, -1)).view(-1, mh, mw)
+    return _run(jobs, logits.numpy(), row_table, col_table)
