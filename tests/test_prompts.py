@@ -118,3 +118,14 @@ def test_bad_points_raise(seg, points, labels, message):
 def test_bad_boxes_raise(seg, boxes, message):
     with pytest.raises(FastSAMError, match=message):
         select_by_boxes(seg, boxes)
+
+
+def test_combined_prompts_are_a_union(seg):
+    from fastsam import select
+
+    assert select(seg).tolist() == [0, 1, 2, 3, 4]  # no prompt: everything
+    assert select(seg, points=[[12, 12]], labels=[1]).tolist() == [0, 1, 2]
+    assert select(seg, points=[[12, 12]], boxes=[[35, 20, 60, 40]]).tolist() == [0, 1, 2, 3]
+    assert select(seg, boxes=[[35, 20, 60, 40], [45, 2, 58, 15]]).tolist() == [3]  # the box on no mask adds nothing
+    with pytest.raises(FastSAMError, match="scorer"):
+        select(seg, texts=["a dog"])

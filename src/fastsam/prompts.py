@@ -15,7 +15,8 @@ import numpy as np
 from .errors import FastSAMError
 from .results import Segments
 
-__all__ = ["PointSelection", "select_by_points", "select_by_boxes", "box_mask_iou", "validate_points", "validate_boxes"]
+__all__ = ["PointSelection", "select", "select_by_points", "select_by_boxes", "box_mask_iou", "validate_points",
+           "validate_boxes"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +166,30 @@ def select_by_boxes(segments: Segments, boxes: Sequence[Sequence[float]] | np.nd
         if iou.max() > 0:
             out[i] = int(np.argmax(iou))  # first maximum: the higher-scoring mask wins ties
     return out
+
+
+def select(segments: Segments, *, points: Sequence[Sequence[float]] | None = None,
+           labels: Sequence[int] | None = None, boxes: Sequence[Sequence[float]] | None = None,
+           texts: Sequence[str] | None = None, image: np.ndarray | None = None, scorer: object | None = None,
+           text_threshold: float | None = None) -> np.ndarray:  # fmt: skip
+    """Union of the selections of several prompt kinds, as sorted mask indices.
+
+    With no prompt at all this is "everything" (every index). Points use the original rule (the
+    masks still visible in the merged mask), boxes their best masks, texts need ``image`` (RGB) and
+    a CLIP ``scorer`` (see :mod:`fastsam.text`).
+    """
+    if points is None and boxes is None and not texts:
+        return np.arange(len(segments), dtype=np.int64)
+    chosen: set[int] = set()
+    if points is not None:
+        chosen.update(select_by_points(segments, points, labels).indices.tolist())
+    if boxes is not None:
+        chosen.update(int(k) for k in select_by_boxes(segments, boxes) if k >= 0)
+    if texts:
+        from .text import select_by_text
+
+        if image is None or scorer is None:
+            raise FastSAMError("text prompts need the image and a CLIP scorer")
+        for idx in select_by_text(segments, image, list(texts), scorer, threshold=text_threshold):
+            chosen.update(idx.tolist())
+    return np.array(sorted(chosen), dtype=np.int64)
