@@ -1,4 +1,4 @@
-"""Command line: ``fastsam segment`` and ``fastsam convert``.
+"""Command line: ``fastsam segment``, ``prompt``, ``convert`` and ``synth``.
 
 User errors (missing or corrupt files, bad options) print one line on stderr and exit with 2.
 """
@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
     conv.add_argument("dst", type=Path, help="output .safetensors file")
     conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
+    syn = sub.add_parser(
+        "synth",
+        help="write synthetic training scenes (SA-1B layout)",
+        description="Deterministic synthetic scenes: OUT/sa_000001.jpg + OUT/sa_000001.json (SA-1B per-image JSON).",
+    )
+    syn.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    syn.add_argument("--out", "-o", type=Path, required=True, help="output directory")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    syn.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
+                     help="image height and width in pixels (default 480 640)")  # fmt: skip
     return parser
 
 
@@ -245,6 +255,16 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from .data.synth import write_dataset
+
+    if args.n < 0 or min(args.size) < 16:
+        raise FastSAMError("--n must be >= 0 and --size H W at least 16 pixels each")
+    paths = write_dataset(args.out, args.n, args.seed, size=(args.size[0], args.size[1]))
+    print(f"wrote {len(paths)} images to {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsam`` command; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -253,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _segment(args)
         if args.command == "prompt":
             return _prompt(args)
+        if args.command == "synth":
+            return _synth(args)
         return _convert(args)
     except FastSAMError as exc:
         print(f"fastsam: error: {exc}", file=sys.stderr)
