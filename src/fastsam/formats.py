@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rle_counts", "rle_string", "rle_decode", "mask_bbox_xywh", "crop_polygons", "paste"]
+__all__ = ["rle_counts", "rle_string", "rle_counts_from_string", "rle_decode", "mask_bbox_xywh", "crop_polygons", "paste"]
 
 
 def paste(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
@@ -66,7 +66,8 @@ def rle_string(counts: list[int]) -> str:
     return chars[np.arange(13)[None, :] < length[:, None]].tobytes().decode("ascii")
 
 
-def _string_counts(s: str) -> list[int]:
+def rle_counts_from_string(s: str) -> list[int]:
+    """Counts of a COCO compressed RLE string (inverse of :func:`rle_string`)."""
     counts: list[int] = []
     p = 0
     while p < len(s):
@@ -90,7 +91,7 @@ def rle_decode(rle: dict) -> np.ndarray:
     h, w = rle["size"]
     counts = rle["counts"]
     if isinstance(counts, (bytes, str)):
-        counts = _string_counts(counts.decode() if isinstance(counts, bytes) else counts)
+        counts = rle_counts_from_string(counts.decode() if isinstance(counts, bytes) else counts)
     flat = np.zeros(h * w, dtype=bool)
     pos, val = 0, False
     for n in counts:
