@@ -83,3 +83,11 @@ def test_dfl_expectation_of_one_hot_bins():
     assert dfl_expectation(logits, reg_max).view(-1).tolist() == [0.0, 1.0, 3.0, 4.0]
     # uniform bins -> mean of 0..reg_max-1
     assert torch.allclose(dfl_expectation(torch.zeros(1, 4 * reg_max, 1), reg_max), torch.full((1, 4, 1), 2.0))
+
+
+def test_fuse_copy_leaves_the_original_and_inplace_does_not():
+    m = build_model("n").eval()
+    copy_ = fuse_conv_bn(m)
+    assert copy_ is not m and isinstance(m.backbone.stem.bn, torch.nn.BatchNorm2d)
+    same = fuse_conv_bn(m, inplace=True)
+    assert same is m and isinstance(m.backbone.stem.bn, torch.nn.Identity)

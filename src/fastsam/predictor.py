@@ -80,9 +80,10 @@ class FastSAM:
     def __init__(self, weights: str | Path | FastSAMNet, device: str | torch.device = "cpu", fuse: bool = True,
                  cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
         self.device = torch.device(device)
-        model = weights if isinstance(weights, FastSAMNet) else load_model(weights, device="cpu")
+        owned = not isinstance(weights, FastSAMNet)  # a network we loaded ourselves can be fused in place
+        model = load_model(weights, device="cpu") if owned else weights
         self.config = model.config
-        self.network: torch.nn.Module = (fuse_conv_bn(model) if fuse else model).to(self.device).eval()
+        self.network: torch.nn.Module = (fuse_conv_bn(model, inplace=owned) if fuse else model).to(self.device).eval()
         self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None
         if self.memory_format is not None:
             self.network = self.network.to(memory_format=self.memory_format)

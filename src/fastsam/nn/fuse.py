@@ -29,13 +29,14 @@ def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused.requires_grad_(False)
 
 
-def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """Return a copy of ``model`` (in eval mode) whose ConvBnAct blocks have BatchNorm folded in.
+def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return ``model`` (in eval mode) with BatchNorm folded into the ConvBnAct convolutions.
 
-    The copy gives the same outputs up to float rounding; it cannot be trained further and its state
-    dict no longer matches checkpoints, so keep the original for saving.
+    The result gives the same outputs up to float rounding; it cannot be trained further and its
+    state dict no longer matches checkpoints. By default a copy is fused, so the original stays
+    usable for saving; ``inplace=True`` saves the memory of a second copy.
     """
-    fused = copy.deepcopy(model).eval()
+    fused = (model if inplace else copy.deepcopy(model)).eval()
     for module in fused.modules():
         if isinstance(module, ConvBnAct) and isinstance(module.bn, nn.BatchNorm2d):
             module.conv = _fused_conv(module.conv, module.bn)
