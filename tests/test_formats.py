@@ -291,3 +291,18 @@ def test_segments_save_pngs(seg, tmp_path):
         labels = np.asarray(im).astype(np.int64)
     np.testing.assert_array_equal(labels, seg.label_map().astype(np.int64))
     assert labels.max() == 3
+
+
+def test_segments_to_polygons_uses_crop_offsets():
+    """Segments.to_polygons: one list of (K, 2) contours per mask, in image coordinates."""
+    import numpy as np
+
+    from fastsam import Segments
+
+    m = np.zeros((2, 30, 40), bool)
+    m[0, 5:15, 10:20] = True
+    polys = Segments.from_masks(m, np.array([0.9, 0.8])).to_polygons()
+    assert len(polys) == 2 and polys[1] == []
+    (contour,) = polys[0]
+    assert contour[:, 0].min() == 10 and contour[:, 0].max() == 19
+    assert contour[:, 1].min() == 5 and contour[:, 1].max() == 14
