@@ -78,6 +78,26 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
                      help="image height and width in pixels (default 480 640)")  # fmt: skip
+    val = sub.add_parser(
+        "val",
+        help="class-agnostic COCO box and mask metrics on a dataset",
+        description="Everything mode on every image of a dataset; prints AP / AR (all instances one class, "
+        "maxDets 10, 100, 1000) and writes OUT/metrics.json.",
+    )
+    val.add_argument("--data", type=Path, required=True, help="dataset directory (or SA-1B .tar, COCO .json)")
+    val.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}",
+                     help="dataset layout (default auto: detected from the directory contents)")
+    val.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    val.add_argument("--out", "-o", type=Path, default=Path("out"), help="output directory (default ./out)")
+    val.add_argument("--imgsz", type=int,
+                     help="network input long side (default: the model's training size, else 1024)")
+    val.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001)")
+    val.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    val.add_argument("--max-det", type=int, default=1000, help="maximum masks per image (default 1000)")
+    val.add_argument("--limit", type=int, help="evaluate only the first N images")
+    val.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    val.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
     return parser
 
 
@@ -265,6 +285,49 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _val(args: argparse.Namespace) -> int:
+    import logging
+
+    from .config import PredictConfig
+    from .predictor import FastSAM
+    from .train.evaluate import default_imgsz, evaluate, format_table, metrics_json, open_dataset
+
+    # Check the cheap things (options, dataset) before loading a model.
+    PredictConfig(imgsz=args.imgsz or 1024, conf=args.conf, iou=args.iou, max_det=args.max_det)
+    if args.limit is not None and args.limit < 1:
+        raise FastSAMError(f"--limit must be >= 1, got {args.limit}")
+    ds_logger = logging.getLogger("fastsam.data.datasets")
+    if not ds_logger.handlers:  # problems are summarised below, not logged one by one
+        ds_logger.addHandler(logging.NullHandler())
+    dataset, fmt = open_dataset(args.data, args.format)
+    if len(dataset) == 0:
+        first = f" (first problem: {dataset.problems[0].file}: {dataset.problems[0].what})" if dataset.problems else ""
+        raise FastSAMError(f"{args.data}: no images to evaluate{first}")
+    if args.model is None:
+        from .weights import default_model_path
+
+        args.model = default_model_path()
+    model = FastSAM(args.model, device=args.device, cache_size=0)
+    imgsz = args.imgsz or default_imgsz(model)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    metrics = evaluate(model, dataset, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                       limit=args.limit, progress=progress)  # fmt: skip
+    problems = dataset.problems
+    for p in problems[:5]:
+        print(f"fastsam: warning: {p.file}: {p.what}", file=sys.stderr)
+    if problems:
+        print(f"fastsam: warning: the dataset reported {len(problems)} problem(s)"
+              + (" (first 5 shown)" if len(problems) > 5 else ""), file=sys.stderr)  # fmt: skip
+    record = {**metrics, "data": str(args.data), "format": fmt, "model": str(args.model), "imgsz": imgsz,
+              "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "problems": len(problems)}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(args.out / "metrics.json", metrics_json(record))
+    print(format_table(metrics))
+    print(f"{metrics['images']} images, {metrics['instances']} instances, {metrics['detections']} detections, "
+          f"{metrics['seconds']:.1f} s -> {args.out / 'metrics.json'}")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsam`` command; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -275,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prompt(args)
         if args.command == "synth":
             return _synth(args)
+        if args.command == "val":
+            return _val(args)
         return _convert(args)
     except FastSAMError as exc:
         print(f"fastsam: error: {exc}", file=sys.stderr)
