@@ -165,13 +165,15 @@ def test_mosaic_places_four_images_in_quadrants() -> None:
     canvas, masks = mosaic4(np.random.default_rng(0), items, 32, centre=(20, 40))
     assert canvas.shape == (64, 64, 3) and masks.shape == (4, 64, 64)
     # (canvas window, first source pixel (x, y)) of each item around the centre (20, 40)
-    windows = [((0, 8, 20, 40), (12, 0)), ((20, 8, 52, 40), (0, 0)), ((0, 40, 20, 64), (12, 0)), ((20, 40, 52, 64), (0, 0))]
+    windows = [((0, 8, 20, 40), (12, 0)), ((20, 8, 52, 40), (0, 0)),
+               ((0, 40, 20, 64), (12, 0)), ((20, 40, 52, 64), (0, 0))]  # fmt: skip
     covered = np.zeros((64, 64), bool)
     for j, ((x1, y1, x2, y2), (sx, sy)) in enumerate(windows):
         patch = canvas[y1:y2, x1:x2]
         assert (patch[..., 2] == 50 * (j + 1)).all(), j
         assert patch[0, 0, 0] == sx * 4 and patch[0, 0, 1] == sy * 4 and patch[-1, -1, 0] == (sx + x2 - x1 - 1) * 4
-        assert masks_to_boxes(masks[j : j + 1]).tolist() == [[x1, y1, x2, y2]] and masks[j].sum() == (x2 - x1) * (y2 - y1)
+        assert masks_to_boxes(masks[j : j + 1]).tolist() == [[x1, y1, x2, y2]]
+        assert masks[j].sum() == (x2 - x1) * (y2 - y1)
         covered[y1:y2, x1:x2] = True
     assert (canvas[~covered] == 114).all() and not masks[:, ~covered].any()
     for seed in range(20):  # a random centre lies in the central half of the canvas
@@ -284,7 +286,8 @@ def test_collate_with_an_empty_image() -> None:
            sample([rect((64, 64), 32, 32, 40, 48)], name="c")]  # fmt: skip
     ds = TrainDataset(src, 64, STILL)
     empty = ds[1]
-    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 16, 16) and empty["image"].shape == (3, 64, 64)
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 16, 16)
+    assert empty["image"].shape == (3, 64, 64)
     batch = collate([ds[i] for i in range(3)])
     assert isinstance(batch, TrainBatch)
     assert batch.images.shape == (3, 3, 64, 64) and batch.images.dtype == torch.uint8

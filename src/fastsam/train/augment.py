@@ -86,8 +86,8 @@ class AugmentConfig:
                 raise FastSAMError(f"AugmentConfig.{name} is a probability, got {getattr(self, name)} (> 1)")
         if self.scale >= 1:
             raise FastSAMError(f"AugmentConfig.scale must be < 1 (zoom range 1 +/- scale), got {self.scale}")
-        if self.translate > 0.5:
-            raise FastSAMError(f"AugmentConfig.translate must be <= 0.5, got {self.translate}")
+        if self.translate > 1:
+            raise FastSAMError(f"AugmentConfig.translate must be <= 1, got {self.translate}")
         if int(self.min_area) != self.min_area:
             raise FastSAMError(f"AugmentConfig.min_area must be a whole number of pixels, got {self.min_area}")
 
@@ -209,20 +209,22 @@ def _check_pair(image: np.ndarray, masks: np.ndarray) -> None:
         raise FastSAMError(f"masks of size {masks.shape[1:]} do not match the image size {image.shape[:2]}")
 
 
-def _fit(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+def _fit(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Resize so the long side is ``size`` (aspect kept; bilinear like inference ``letterbox``).
-    Returns the image, the gain and the (h, w) it got."""
+    Returns the image and the (h, w) it got."""
     h0, w0 = image.shape[:2]
     r = min(size / h0, size / w0)
     new_h, new_w = max(round(h0 * r), 1), max(round(w0 * r), 1)
     if (new_h, new_w) != (h0, w0):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return image, r, (new_h, new_w)
+    return image, (new_h, new_w)
 
 
 def _fit_layer(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, size: int) -> tuple[np.ndarray, Layer]:
     """Image and packed masks resized to long side ``size``; the layer's offset is (0, 0)."""
-    img, _, hw = _fit(image, size)
+    if boxes is not None and np.shape(boxes) != (len(masks), 4):
+        boxes = None  # not usable as packing windows: read the whole masks
+    img, hw = _fit(image, size)
     return img, Layer(_resize_bits(pack_masks(masks, boxes), hw), len(masks), (0, 0))
 
 
