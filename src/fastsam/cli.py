@@ -98,7 +98,33 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--device", default="cpu", help="torch device (default cpu)")
     val.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub) -> None:
+    from .config import PredictConfig
+
+    d = PredictConfig()
+    srv = sub.add_parser(
+        "serve",
+        help="web page and HTTP API (needs the 'serve' extra)",
+        description="Serve a web page (open an image, click, drag, type) and a JSON API (/openapi.json) for "
+        "everything mode and prompts. Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    srv.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    srv.add_argument("--max-pixels", type=int, default=25_000_000,
+                     help="largest image, width x height (default 25000000)")  # fmt: skip
+    srv.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body in MiB (default 25)")
+    srv.add_argument("--clip-weights", type=Path,
+                     help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)")  # fmt: skip
+    srv.add_argument("--clip-model", help="open_clip model name of --clip-weights")
+    srv.add_argument("--imgsz", type=int, default=d.imgsz, help=f"network input long side (default {d.imgsz})")
+    srv.add_argument("--conf", type=float, default=d.conf, help=f"score threshold (default {d.conf})")
+    srv.add_argument("--iou", type=float, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
+    srv.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -328,6 +354,22 @@ def _val(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .config import PredictConfig
+
+    if not 0 <= args.port <= 65535 or args.max_pixels < 1 or args.max_upload_mb <= 0:
+        raise FastSAMError("--port must be in 0..65535, --max-pixels and --max-upload-mb positive")
+    cfg = PredictConfig(imgsz=args.imgsz, conf=args.conf, iou=args.iou)
+    try:
+        from .serve import run
+    except ImportError as exc:  # fastapi / uvicorn are an optional extra
+        raise FastSAMError(f"fastsam serve needs the 'serve' extra ({exc.name} is missing): "
+                           "pip install 'fastsam[serve]'") from exc  # fmt: skip
+    return run(args.model, host=args.host, port=args.port, device=args.device, config=cfg,
+               max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+               clip_weights=args.clip_weights, clip_model=args.clip_model)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsam`` command; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -338,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prompt(args)
         if args.command == "synth":
             return _synth(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "val":
             return _val(args)
         return _convert(args)

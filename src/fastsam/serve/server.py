@@ -1,0 +1,101 @@
+"""Running the app: the ``fastsam serve`` command and a background server for tests and benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import PredictConfig
+from ..errors import FastSAMError
+from .app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PIXELS, create_app
+
+__all__ = ["run", "bind", "BackgroundServer", "load_scorer"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one). Raises OSError if it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def load_scorer(clip_weights: Path | None, clip_model: str | None, device: str) -> Any:
+    """The CLIP scorer for text prompts: ``clip_weights`` if given, else the shipped demo CLIP if this
+    installation has one, else None (the server then answers text prompts with an error)."""
+    from ..text import get_scorer
+    from ..weights import default_clip_path
+
+    if clip_weights is None:
+        try:
+            clip_weights = default_clip_path()
+        except FastSAMError:
+            return None
+    return get_scorer(clip_weights, clip_model, device) if clip_model else get_scorer(clip_weights, device=device)
+
+
+def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
+        config: PredictConfig | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clip_weights: Path | None = None,
+        clip_model: str | None = None) -> int:  # fmt: skip
+    """Load the model (default: the shipped demo model), bind, and serve until interrupted."""
+    import uvicorn
+
+    from ..predictor import FastSAM
+    from ..weights import default_model_path
+
+    predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0)
+    scorer = load_scorer(clip_weights, clip_model, device)
+    app = create_app(predictor, clip_scorer=scorer, config=config, max_pixels=max_pixels,
+                     max_body_bytes=max_body_bytes)  # fmt: skip
+    sock = bind(host, port)  # before uvicorn, so a taken port is one clear error line
+    shown = f"[{host}]" if ":" in host else host
+    print(f"fastsam: serving on http://{shown}:{sock.getsockname()[1]}/ "
+          f"(text prompts {'on' if scorer is not None else 'off: no CLIP weights'}; Ctrl-C stops)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+class BackgroundServer:
+    """A uvicorn server for ``app`` on a free loopback port, in a daemon thread (tests, benchmarks).
+
+    ``with BackgroundServer(app) as url: ...`` — ``url`` is ``http://127.0.0.1:<port>``.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
+        self.sock = bind(host, 0)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the background server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
