@@ -529,6 +529,26 @@ def test_load_50_prompts_from_8_clients(world):
     print(f"50 prompts from 8 clients in {elapsed:.2f} s")
 
 
+def test_keep_alive_requests_are_not_delayed_by_nagle(world):
+    """The listening socket says TCP, so asyncio sets TCP_NODELAY on each connection. Without it a
+    response written in two parts waits for the client's delayed ACK: >= 40 ms per keep-alive request."""
+    import socket
+
+    from fastsam.serve.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+    sock.close()
+    with BackgroundServer(create_app(FakePredictor(world["rgb"], world["segments"]))) as url:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            times = []
+            for _ in range(15):
+                t = time.perf_counter()
+                assert http.get("/api/info").status_code == 200
+                times.append(time.perf_counter() - t)
+    assert sorted(times)[len(times) // 2] < 0.035, times
+
+
 # -- the command ---------------------------------------------------------------------------------------------
 def test_serve_command_binds_loopback_by_default(tmp_path, monkeypatch):
     import uvicorn
