@@ -60,12 +60,16 @@ def chromium_path() -> str:
 def model_and_config(tmp_path_factory):
     from fastsam.weights import default_model_path
 
+    from fastsam.train.evaluate import default_imgsz
+
     try:
         path, which = default_model_path(), "shipped demo model"
     except FastSAMError:
         path, which = random_model(tmp_path_factory.mktemp("model") / "n.safetensors"), "random n model"
-    print(f"browser test model: {which} ({path})")
-    return FastSAM(path, cache_size=0), PredictConfig(imgsz=640)
+    model = FastSAM(path, cache_size=0)
+    imgsz = default_imgsz(model) if which.startswith("shipped") else 640  # as fastsam serve: the training size
+    print(f"browser test model: {which} ({path}), imgsz {imgsz}")
+    return model, PredictConfig(imgsz=imgsz)
 
 
 @pytest.fixture(scope="module")

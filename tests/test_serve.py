@@ -550,6 +550,7 @@ def test_keep_alive_requests_are_not_delayed_by_nagle(world):
 
 
 # -- the command ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_serve_command_binds_loopback_by_default(tmp_path, monkeypatch):
     import uvicorn
 
@@ -562,11 +563,23 @@ def test_serve_command_binds_loopback_by_default(tmp_path, monkeypatch):
 
     monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     model = random_model(tmp_path / "n.safetensors")
-    assert main(["serve", "--model", str(model), "--port", "0", "--max-upload-mb", "1", "--imgsz", "320"]) == 0
+    assert main(["serve", "--model", str(model), "--port", "0", "--max-upload-mb", "1", "--conf", "0.3"]) == 0
     assert seen["addr"][0] == "127.0.0.1" and seen["addr"][1] > 0
     with TestClient(seen["app"]) as c:
         info = c.get("/api/info").json()
     assert info["max_body_bytes"] == 1024 * 1024 and info["max_pixels"] == 25_000_000
+    # no --imgsz and no training size recorded in the file: 1024
+    assert seen["app"].state.service.config == PredictConfig(imgsz=1024, conf=0.3)
+    # a file that records its training size is served at that size unless --imgsz says otherwise
+    from fastsam.io.checkpoint import load_model, save_safetensors
+
+    net = load_model(model)
+    trained = tmp_path / "trained.safetensors"
+    save_safetensors(net.state_dict(), net.config, trained, provenance={"imgsz": 320})
+    assert main(["serve", "--model", str(trained), "--port", "0"]) == 0
+    assert seen["app"].state.service.config.imgsz == 320
+    assert main(["serve", "--model", str(trained), "--port", "0", "--imgsz", "256"]) == 0
+    assert seen["app"].state.service.config.imgsz == 256
 
 
 @pytest.mark.parametrize(("argv", "text"), [

@@ -121,7 +121,8 @@ def _add_serve_parser(sub) -> None:
     srv.add_argument("--clip-weights", type=Path,
                      help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)")  # fmt: skip
     srv.add_argument("--clip-model", help="open_clip model name of --clip-weights")
-    srv.add_argument("--imgsz", type=int, default=d.imgsz, help=f"network input long side (default {d.imgsz})")
+    srv.add_argument("--imgsz", type=int,
+                     help=f"network input long side (default: the model's training size, else {d.imgsz})")  # fmt: skip
     srv.add_argument("--conf", type=float, default=d.conf, help=f"score threshold (default {d.conf})")
     srv.add_argument("--iou", type=float, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
     srv.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -359,14 +360,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535 or args.max_pixels < 1 or args.max_upload_mb <= 0:
         raise FastSAMError("--port must be in 0..65535, --max-pixels and --max-upload-mb positive")
-    cfg = PredictConfig(imgsz=args.imgsz, conf=args.conf, iou=args.iou)
+    PredictConfig(imgsz=args.imgsz or PredictConfig().imgsz, conf=args.conf, iou=args.iou)  # checked before loading
     try:
         from .serve import run
     except ImportError as exc:  # fastapi / uvicorn are an optional extra
         raise FastSAMError(f"fastsam serve needs the 'serve' extra ({exc.name} is missing): "
                            "pip install 'fastsam[serve]'") from exc  # fmt: skip
-    return run(args.model, host=args.host, port=args.port, device=args.device, config=cfg,
-               max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+    return run(args.model, host=args.host, port=args.port, device=args.device, imgsz=args.imgsz, conf=args.conf,
+               iou=args.iou, max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
                clip_weights=args.clip_weights, clip_model=args.clip_model)  # fmt: skip
 
 

@@ -48,23 +48,28 @@ def load_scorer(clip_weights: Path | None, clip_model: str | None, device: str) 
 
 
 def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-        config: PredictConfig | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clip_weights: Path | None = None,
-        clip_model: str | None = None) -> int:  # fmt: skip
-    """Load the model (default: the shipped demo model), bind, and serve until interrupted."""
+        imgsz: int | None = None, conf: float = PredictConfig.conf, iou: float = PredictConfig.iou,
+        max_pixels: int = DEFAULT_MAX_PIXELS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        clip_weights: Path | None = None, clip_model: str | None = None) -> int:  # fmt: skip
+    """Load the model (default: the shipped demo model), bind, and serve until interrupted.
+
+    ``imgsz`` None uses the size the model was trained at (recorded in its weight file), else 1024.
+    """
     import uvicorn
 
     from ..predictor import FastSAM
+    from ..train.evaluate import default_imgsz
     from ..weights import default_model_path
 
     predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0)
+    config = PredictConfig(imgsz=imgsz or default_imgsz(predictor), conf=conf, iou=iou)
     scorer = load_scorer(clip_weights, clip_model, device)
     app = create_app(predictor, clip_scorer=scorer, config=config, max_pixels=max_pixels,
                      max_body_bytes=max_body_bytes)  # fmt: skip
     sock = bind(host, port)  # before uvicorn, so a taken port is one clear error line
     shown = f"[{host}]" if ":" in host else host
-    print(f"fastsam: serving on http://{shown}:{sock.getsockname()[1]}/ "
-          f"(text prompts {'on' if scorer is not None else 'off: no CLIP weights'}; Ctrl-C stops)",
+    print(f"fastsam: serving on http://{shown}:{sock.getsockname()[1]}/ (imgsz {config.imgsz}, "
+          f"text prompts {'on' if scorer is not None else 'off: no CLIP weights'}; Ctrl-C stops)",
           file=sys.stderr, flush=True)  # fmt: skip
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
