@@ -217,6 +217,17 @@ def test_page_segments_and_selects_in_chromium(browser, model_and_config, tmp_pa
         drawn, answer = check_selection(page, url, key)
         assert len(answer["by_prompt"]["texts"][0]) == 1 and drawn.any()
 
+        # dropping the image on the page opens it too (same pixels: the cached result, same id)
+        drop = page.evaluate_handle("""(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            return dt; }""", base64.b64encode(image.read_bytes()).decode())  # fmt: skip
+        page.dispatch_event("#stage", "drop", {"dataTransfer": drop})
+        page.wait_for_function("() => document.getElementById('stage').dataset.state === 'ready'")
+        assert data(page, "image-id") == key and data(page, "prompt-count") == "0"
+        assert "cached" in page.inner_text("#status")
+
         # a non-image upload is reported on the page
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"not an image at all")

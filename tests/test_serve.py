@@ -601,6 +601,23 @@ def test_serve_command_errors(argv, text, capsys, monkeypatch):
     assert err.startswith("fastsam: error: ") and text in err and "\n" not in err
 
 
+@pytest.mark.slow
+def test_serve_command_clip_weights(tmp_path, capsys, monkeypatch):
+    import fastsam.weights
+    from fastsam.cli import main
+    from fastsam.serve.server import load_scorer
+
+    model = random_model(tmp_path / "n.safetensors")
+    assert main(["serve", "--model", str(model), "--clip-weights", str(tmp_path / "none.pt")]) == 2
+    assert "CLIP weights not found" in capsys.readouterr().err
+
+    def missing():
+        raise FastSAMError("this installation ships no demo CLIP model")
+
+    monkeypatch.setattr(fastsam.weights, "default_clip_path", missing)
+    assert load_scorer(None, None, "cpu") is None  # then text prompts answer 501 (tested above)
+
+
 def test_serve_command_reports_a_taken_port(tmp_path, capsys):
     import socket
 
