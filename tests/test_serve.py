@@ -487,6 +487,15 @@ def test_model_runs_one_at_a_time_and_prompts_do_not_wait_for_it(world):
         assert pred.max_active == 1 and pred.calls == 4
 
 
+def test_concurrent_uploads_of_one_image_run_the_network_once(world):
+    pred = FakePredictor(world["rgb"], world["segments"], delay=0.3)
+    with BackgroundServer(create_app(pred)) as url, ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: httpx.post(f"{url}/api/images", content=world["png"], timeout=20).json(),
+                                range(4)))  # fmt: skip
+    assert pred.calls == 1 and len({a["id"] for a in answers}) == 1
+    assert sorted(a["cached"] for a in answers) == [False, True, True, True]
+
+
 def test_load_50_prompts_from_8_clients(world):
     """Bounded load on loopback: every answer equals the selection computed directly."""
     segs, masks = world["segments"], world["masks"]

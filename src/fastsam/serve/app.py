@@ -243,8 +243,10 @@ class _Service:
             except FastSAMError as e:
                 raise ApiError(422, f"cannot segment this image: {e}") from None
             elapsed = (time.perf_counter() - t) * 1000
-        entry = ImageEntry.build(key, rgb, segments, elapsed)  # records are encoded outside the model lock
-        self.cache.put(entry)
+            # cached before the lock is released, so that concurrent uploads of this image wait for it
+            # instead of running the network again
+            entry = ImageEntry.build(key, rgb, segments, elapsed)
+            self.cache.put(entry)
         return entry, False
 
     def entry(self, key: str) -> ImageEntry:

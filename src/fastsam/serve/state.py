@@ -60,7 +60,7 @@ class ImageEntry:
 
     @classmethod
     def build(cls, key: str, rgb: np.ndarray, segments: Segments, everything_ms: float) -> "ImageEntry":
-        records = segments.to_records()
+        records = segments.to_records()  # also fills segments.areas, which every point prompt reads
         return cls(key, rgb, segments, records, json.dumps(records, separators=(",", ":")).encode(), everything_ms)
 
     @property
