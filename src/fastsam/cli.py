@@ -98,6 +98,26 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--device", default="cpu", help="torch device (default cpu)")
     val.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    tr = sub.add_parser(
+        "train",
+        help="train or fine-tune on a dataset (one process, or many under torchrun)",
+        description="Train a fresh network (--model n|s|m|l|x) or fine-tune a weight file. Writes OUT/log.jsonl "
+        "(losses per iteration), OUT/metrics.jsonl (with --val-data), OUT/weights/last.pt (resumable) and "
+        "OUT/weights/model.safetensors (EMA weights). Multi-GPU / multi-node: torchrun --nproc_per_node N -m fastsam.cli train ...",
+    )
+    tr.add_argument("--data", type=Path, help="training dataset directory (SA-1B, COCO or YOLO layout)")
+    tr.add_argument("--val-data", type=Path, help="validation dataset (metrics after each --val-period epochs)")
+    tr.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}", help="dataset layout (default auto)")
+    tr.add_argument("--model", "-m", default="s", help="n|s|m|l|x (fresh) or a weight file to fine-tune (default s)")
+    tr.add_argument("--resume", type=Path, help="continue a run from its OUT/weights/last.pt (other options ignored)")
+    tr.add_argument("--out", "-o", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
+    for name, typ, default, text in _TRAIN_OPTIONS:
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=default, help=text)
+    tr.add_argument("--cos-lr", action="store_true", help="cosine learning-rate decay (default linear)")
+    tr.add_argument("--no-ema", action="store_true", help="do not keep an exponential moving average of the weights")
+    tr.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (AMP is used on CUDA by default)")
+    tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: when stderr is a terminal)")  # fmt: skip
     _add_serve_parser(sub)
     return parser
 
@@ -126,6 +146,29 @@ def _add_serve_parser(sub) -> None:
     srv.add_argument("--conf", type=float, default=d.conf, help=f"score threshold (default {d.conf})")
     srv.add_argument("--iou", type=float, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
     srv.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+_TRAIN_OPTIONS = (
+    ("imgsz", int, 640, "square training input size, a multiple of 32 (default 640)"),
+    ("epochs", int, 100, "epochs (default 100)"),
+    ("batch", int, 16, "global batch size, split over processes (default 16)"),
+    ("optimizer", str, "auto", "SGD, AdamW or auto (default auto: YOLOv8's choice by run length)"),
+    ("lr0", float, 0.01, "initial learning rate (ignored by optimizer auto)"),
+    ("lrf", float, 0.01, "final learning rate as a fraction of lr0"),
+    ("weight_decay", float, 5e-4, "weight decay at the nominal batch 64"),
+    ("warmup_epochs", float, 3.0, "warm-up epochs (at least 100 iterations)"),
+    ("close_mosaic", int, 10, "turn mosaic off for the last N epochs"),
+    ("mosaic", float, 1.0, "mosaic probability"),
+    ("scale", float, 0.5, "random scale gain range"),
+    ("translate", float, 0.1, "random translation (fraction of imgsz)"),
+    ("fliplr", float, 0.5, "horizontal flip probability"),
+    ("reg_max", int, None, "DFL bins of a fresh network (default 16; 26 for x, as FastSAM-x)"),
+    ("workers", int, 2, "data-loading worker processes per training process"),
+    ("seed", int, 0, "random seed (initialisation, shuffling, augmentation)"),
+    ("device", str, "cpu", "torch device: cpu or cuda (each torchrun process uses cuda:LOCAL_RANK)"),
+    ("val_period", int, 1, "validate every N epochs"),
+    ("limit", int, None, "use only the first N training images"),
+)
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -312,6 +355,32 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from .train.trainer import TrainConfig, Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.resume is not None:
+        trainer = Trainer.from_checkpoint(args.resume)
+        trainer.progress = progress and trainer.dist.main
+    else:
+        if args.data is None:
+            raise FastSAMError("give --data DIR (or --resume OUT/weights/last.pt)")
+        if not args.data.exists():
+            raise FastSAMError(f"{args.data}: no such dataset")
+        options = {name: getattr(args, name) for name, *_ in _TRAIN_OPTIONS}
+        cfg = TrainConfig(data=str(args.data), val_data=str(args.val_data) if args.val_data else None,
+                          data_format=args.format, model=args.model, out=str(args.out), cos_lr=args.cos_lr,
+                          ema=not args.no_ema, amp=not args.no_amp, **options)  # fmt: skip
+        trainer = Trainer(cfg, progress=progress)
+    result = trainer.train(log=lambda s: print(s, file=sys.stderr))
+    if trainer.dist.main:
+        print(f"wrote {result.weights} and {result.out_dir / 'weights' / 'last.pt'}", file=sys.stderr)
+    return 0
+
+
 def _val(args: argparse.Namespace) -> int:
     import logging
 
@@ -385,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "val":
             return _val(args)
+        if args.command == "train":
+            return _train(args)
         return _convert(args)
     except FastSAMError as exc:
         print(f"fastsam: error: {exc}", file=sys.stderr)

@@ -67,11 +67,12 @@ def crop_sum(values: Tensor, boxes: Tensor) -> Tensor:
     """Sum of (N, H, W) ``values`` over the cells of each (N, 4) xyxy box (cell frame: column c covers
     [c, c + 1), a cell counts when its index satisfies x1 <= c < x2 and y1 <= r < y2)."""
     n, h, w = values.shape
-    cols = torch.arange(w, device=values.device, dtype=boxes.dtype).view(1, 1, w)
-    rows = torch.arange(h, device=values.device, dtype=boxes.dtype).view(1, h, 1)
-    x1, y1, x2, y2 = boxes[:, :, None, None].unbind(1)
-    inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
-    return (values * inside).sum((1, 2))
+    cols = torch.arange(w, device=values.device, dtype=boxes.dtype)
+    rows = torch.arange(h, device=values.device, dtype=boxes.dtype)
+    in_cols = ((cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])).to(values.dtype)  # (N, W)
+    in_rows = ((rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])).to(values.dtype)  # (N, H)
+    # Separable: sum over columns inside, then over rows inside (no (N, H, W) mask is built).
+    return ((values @ in_cols.unsqueeze(-1)).squeeze(-1) * in_rows).sum(1)
 
 
 class SegmentationLoss:

@@ -1,0 +1,151 @@
+"""Trainer: learning happens, resume is exact, DDP equals one process, the CLI trains and fine-tunes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fastsam.cli import main
+from fastsam.data.datasets import SA1BDataset
+from fastsam.data.synth import write_dataset
+from fastsam.io.checkpoint import read_weights
+from fastsam.nn.model import build_model
+from fastsam.train.augment import AugmentConfig
+from fastsam.train.data import TrainDataset, collate
+from fastsam.train.trainer import TrainConfig, Trainer
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_scenes")
+    write_dataset(root, 8, seed=3, size=(SIZE, SIZE))
+    return root
+
+
+def _config(scenes: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(scenes), model="n", out=str(out), imgsz=SIZE, epochs=3, batch=4, workers=0,
+                warmup_epochs=0.0, close_mosaic=1, optimizer="AdamW", lr0=0.002, seed=5)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(history: list[dict]) -> list[tuple[float, ...]]:
+    return [(h["box"], h["mask"], h["cls"], h["dfl"]) for h in history]
+
+
+@pytest.mark.slow
+def test_losses_finite_and_decreasing_when_overfitting(scenes: Path, tmp_path: Path) -> None:
+    cfg = _config(scenes, tmp_path, epochs=16, batch=4, limit=4, mosaic=0.0, fliplr=0.0, hsv_h=0.0, hsv_s=0.0,
+                  hsv_v=0.0, scale=0.0, translate=0.0, ema=False, optimizer="AdamW", lr0=0.01)  # fmt: skip
+    result = Trainer(cfg, progress=False).train()
+    totals = [sum(x) for x in _losses(result.history)]
+    assert len(totals) == 16 and all(math.isfinite(v) for v in totals)
+    assert sum(totals[-3:]) / 3 < 0.6 * sum(totals[:3]) / 3, totals
+    # Outputs: per-iteration log, resumable state, exported weights that load as a model.
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iter"] for line in lines] == list(range(1, 17))
+    assert (tmp_path / "weights" / "last.pt").is_file()
+    weights = read_weights(result.weights)
+    assert weights.config.scale == "n" and weights.provenance["imgsz"] == SIZE and weights.provenance["epochs"] == 16
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_loss_sequence(scenes: Path, tmp_path: Path) -> None:
+    full = Trainer(_config(scenes, tmp_path / "full"), progress=False).train()
+    first = Trainer(_config(scenes, tmp_path / "cut"), progress=False)
+    first.train(stop_after_epochs=1)
+    assert first.epoch == 1
+    resumed = Trainer.from_checkpoint(tmp_path / "cut" / "weights" / "last.pt")
+    resumed.progress = False
+    assert resumed.epoch == 1 and resumed.iteration == 2
+    rest = resumed.train()
+    assert len(full.history) == 6
+    assert _losses(rest.history) == _losses(full.history)  # bit-identical on CPU
+    final_a = read_weights(full.weights).state
+    final_b = read_weights(rest.weights).state
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_resume_refuses_files_that_are_not_training_checkpoints(tmp_path: Path) -> None:
+    bogus = tmp_path / "last.pt"
+    torch.save({"hello": 1}, bogus)
+    assert main(["train", "--resume", str(bogus)]) == 2
+    assert main(["train", "--resume", str(tmp_path / "missing.pt")]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _micro_batches(scenes: Path) -> list:
+    ds = TrainDataset(SA1BDataset(scenes), SIZE, AugmentConfig(mosaic=0.0), seed=1)
+    ds.set_epoch(0)
+    return [collate([ds[0], ds[1]]), collate([ds[2], ds[3]])]
+
+
+def _ddp_worker(rank: int, port: int, scenes: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    trainer = Trainer(_config(Path(scenes), Path(out)), model=build_model("n"), train_set=[0] * 8, progress=False)
+    loss, _ = trainer.loss(_micro_batches(Path(scenes))[rank])
+    loss.backward()
+    if rank == 0:
+        torch.save({k: p.grad for k, p in trainer.model.named_parameters()}, Path(out) / "ddp_grads.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(scenes: Path, tmp_path: Path) -> None:
+    # One process, the global batch of 4 images as the same two micro-batches of 2 the two DDP
+    # processes see (BatchNorm statistics are per micro-batch in both cases), gradients summed.
+    torch.manual_seed(0)
+    single = Trainer(_config(scenes, tmp_path / "one"), model=build_model("n"), train_set=[0] * 8, progress=False)
+    for batch in _micro_batches(scenes):
+        loss, _ = single.loss(batch)
+        loss.backward()
+    mp.spawn(_ddp_worker, args=(_free_port(), str(scenes), str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
+    worst = 0.0
+    for name, p in single.model.named_parameters():
+        g = ddp[name]
+        assert g is not None, name
+        worst = max(worst, ((g - p.grad).abs().max() / p.grad.abs().max().clamp(min=1e-12)).item())
+    assert worst < 1e-4, worst
+
+
+@pytest.mark.slow
+def test_cli_trains_then_validates_and_fine_tunes(scenes: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(scenes), "--model", "n", "--imgsz", str(SIZE), "--epochs", "1", "--batch", "4",
+               "--workers", "0", "--out", str(out), "--val-data", str(scenes), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and 0.0 <= metrics[0]["mask_AR@100"] <= 1.0
+    weights = out / "weights" / "model.safetensors"
+    assert read_weights(weights).provenance["metrics"]["epoch"] == 1
+    # Fine-tune the exported weights (any supported weight file works the same way).
+    rc = main(["train", "--data", str(scenes), "--model", str(weights), "--imgsz", str(SIZE), "--epochs", "1",
+               "--batch", "4", "--workers", "0", "--out", str(tmp_path / "ft"), "--no-progress"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "ft" / "weights" / "model.safetensors").is_file()
+
+
+def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--data", str(tmp_path / "nope"), "--model", "n"]) == 2
+    assert "no such dataset" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--model", "n", "--imgsz", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--model", str(tmp_path / "missing.pt")]) == 2
