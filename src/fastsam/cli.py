@@ -23,8 +23,11 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from .config import PredictConfig
 
     d = PredictConfig()
-    p.add_argument("--model", "-m", required=True, help="weight file: a released FastSAM .pt or a fastsam .safetensors")
-    p.add_argument("--imgsz", type=int, default=d.imgsz, help=f"network input long side (default {d.imgsz})")
+    p.add_argument("--model", "-m", type=Path,
+                   help="weight file: a released FastSAM .pt or a fastsam .safetensors (default: the shipped demo "
+                   "model, trained on synthetic shapes only)")  # fmt: skip
+    p.add_argument("--imgsz", type=int,
+                   help=f"network input long side (default: the size the model was trained at, else {d.imgsz})")
     p.add_argument("--conf", type=float, default=d.conf, help=f"score threshold (default {d.conf})")
     p.add_argument("--iou", type=float, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
     p.add_argument("--max-det", type=int, default=d.max_det, help=f"maximum masks per image (default {d.max_det})")
@@ -287,10 +290,14 @@ def _run_images(args: argparse.Namespace, handle) -> int:
     from .io.images import iter_sources, load_image
     from .predictor import FastSAM
 
-    cfg = PredictConfig(imgsz=args.imgsz, conf=args.conf, iou=args.iou, retina_masks=not args.no_retina,
-                        max_det=args.max_det)  # fmt: skip
+    def options(default_imgsz: int) -> PredictConfig:
+        return PredictConfig(imgsz=default_imgsz if args.imgsz is None else args.imgsz, conf=args.conf,
+                             iou=args.iou, retina_masks=not args.no_retina, max_det=args.max_det)  # fmt: skip
+
+    options(PredictConfig().imgsz)  # bad options fail before the model is loaded
     items = [item for src in args.sources for item in iter_sources(src)]
     model = FastSAM(args.model, device=args.device, cache_size=0)
+    cfg = options(model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
     args.out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     failures = 0
@@ -389,7 +396,7 @@ def _val(args: argparse.Namespace) -> int:
     from .train.evaluate import default_imgsz, evaluate, format_table, metrics_json, open_dataset
 
     # Check the cheap things (options, dataset) before loading a model.
-    PredictConfig(imgsz=args.imgsz or 1024, conf=args.conf, iou=args.iou, max_det=args.max_det)
+    PredictConfig(imgsz=1024 if args.imgsz is None else args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det)
     if args.limit is not None and args.limit < 1:
         raise FastSAMError(f"--limit must be >= 1, got {args.limit}")
     ds_logger = logging.getLogger("fastsam.data.datasets")
@@ -404,7 +411,7 @@ def _val(args: argparse.Namespace) -> int:
 
         args.model = default_model_path()
     model = FastSAM(args.model, device=args.device, cache_size=0)
-    imgsz = args.imgsz or default_imgsz(model)
+    imgsz = default_imgsz(model) if args.imgsz is None else args.imgsz
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     metrics = evaluate(model, dataset, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
                        limit=args.limit, progress=progress)  # fmt: skip
@@ -429,7 +436,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535 or args.max_pixels < 1 or args.max_upload_mb <= 0:
         raise FastSAMError("--port must be in 0..65535, --max-pixels and --max-upload-mb positive")
-    PredictConfig(imgsz=args.imgsz or PredictConfig().imgsz, conf=args.conf, iou=args.iou)  # checked before loading
+    PredictConfig(imgsz=PredictConfig().imgsz if args.imgsz is None else args.imgsz, conf=args.conf, iou=args.iou)  # checked before loading
     try:
         from .serve import run
     except ImportError as exc:  # fastapi / uvicorn are an optional extra

@@ -60,11 +60,21 @@ def select_detections(preds: Tensor, num_classes: int, cfg: PredictConfig) -> De
     return Detections(boxes[idx], scores[idx], classes[idx], preds[idx, 4 + num_classes :])
 
 
+def _recorded_imgsz(provenance: dict[str, Any]) -> int:
+    """The input size a weight file says it was trained at (fastsam's own files), else the original's 1024."""
+    try:
+        value = int(provenance.get("imgsz"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return PredictConfig().imgsz
+    return value if value >= 32 else PredictConfig().imgsz
+
+
 class FastSAM:
     """Everything-mode FastSAM on one device.
 
     Args:
-        weights: a weight file (released ultralytics ``.pt`` or our safetensors) or a built network.
+        weights: a weight file (released ultralytics ``.pt`` or our safetensors) or a built network;
+            None takes the shipped demo model (trained on synthetic shapes only, see its model card).
         device: torch device; CPU unless told otherwise.
         fuse: fold BatchNorm into convolutions for inference (same outputs up to float rounding, faster).
         channels_last: run convolutions in NHWC memory layout (faster on x86 CPUs; float rounding
@@ -73,16 +83,23 @@ class FastSAM:
             reuse one forward pass.
 
     Call it like the original: ``FastSAM("FastSAM-x.pt")(image, imgsz=1024, conf=0.4, iou=0.9,
-    retina_masks=True, max_det=300)``. One image gives a :class:`Segments`; a list or a directory
+    retina_masks=True, max_det=300)``. ``imgsz`` defaults to the size recorded in a fastsam weight
+    file (its training size), else 1024. One image gives a :class:`Segments`; a list or a directory
     gives a list. numpy inputs are RGB.
     """
 
-    def __init__(self, weights: str | Path | FastSAMNet, device: str | torch.device = "cpu", fuse: bool = True,
-                 cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
+    def __init__(self, weights: str | Path | FastSAMNet | None = None, device: str | torch.device = "cpu",
+                 fuse: bool = True, cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
         self.device = torch.device(device)
+        if weights is None:
+            from .weights import default_model_path
+
+            weights = default_model_path()
         owned = not isinstance(weights, FastSAMNet)  # a network we loaded ourselves can be fused in place
         model = load_model(weights, device="cpu") if owned else weights
         self.config = model.config
+        self.provenance: dict[str, Any] = dict(getattr(model, "provenance", None) or {})
+        self.default_imgsz = _recorded_imgsz(self.provenance)
         self.network: torch.nn.Module = (fuse_conv_bn(model, inplace=owned) if fuse else model).to(self.device).eval()
         self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None
         if self.memory_format is not None:
@@ -104,7 +121,7 @@ class FastSAM:
     # -- everything mode -------------------------------------------------------------------------
     def segment(self, image: ImageSource, config: PredictConfig | None = None) -> Segments:
         """Segment everything in one image (cached per image content and options)."""
-        cfg = config or PredictConfig()
+        cfg = config or PredictConfig(imgsz=self.default_imgsz)
         rgb = load_image(image)
         key = (hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest() + str(rgb.shape), cfg)
         if key in self._cache:
@@ -135,7 +152,7 @@ class FastSAM:
             crops = assemble_input_frame(protos, det.coefficients, boxes_in, geom)
         return Segments.from_crops(geom.orig_size, boxes.numpy(), det.scores.numpy(), crops)
 
-    def __call__(self, source: Any, imgsz: int = 1024, conf: float = 0.4, iou: float = 0.9,
+    def __call__(self, source: Any, imgsz: int | None = None, conf: float = 0.4, iou: float = 0.9,
                  retina_masks: bool = True, max_det: int = 300, device: str | torch.device | None = None
                  ) -> Segments | list[Segments]:  # fmt: skip
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
@@ -144,7 +161,8 @@ class FastSAM:
         if device is not None and torch.device(device) != self.device:
             self.device = torch.device(device)
             self.network.to(self.device)
-        cfg = PredictConfig(imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina_masks, max_det=max_det)
+        cfg = PredictConfig(imgsz=self.default_imgsz if imgsz is None else imgsz, conf=conf, iou=iou, retina_masks=retina_masks,
+                            max_det=max_det)  # fmt: skip
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )

@@ -62,7 +62,7 @@ def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
     from ..weights import default_model_path
 
     predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0)
-    config = PredictConfig(imgsz=imgsz or default_imgsz(predictor), conf=conf, iou=iou)
+    config = PredictConfig(imgsz=default_imgsz(predictor) if imgsz is None else imgsz, conf=conf, iou=iou)
     scorer = load_scorer(clip_weights, clip_model, device)
     app = create_app(predictor, clip_scorer=scorer, config=config, max_pixels=max_pixels,
                      max_body_bytes=max_body_bytes)  # fmt: skip
