@@ -149,3 +149,21 @@ def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert main(["train", "--data", str(tmp_path), "--model", "n", "--imgsz", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--model", str(tmp_path / "missing.pt")]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_from_the_cli(scenes: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fastsam.cli",
+           "train", "--data", str(scenes), "--model", "n", "--imgsz", str(SIZE), "--epochs", "2", "--batch", "4",
+           "--workers", "0", "--out", str(out), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # 8 images, global batch 4 -> 2 iterations per epoch, logged once (by rank 0) with losses averaged over ranks.
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["box"]) for r in log)
+    assert read_weights(out / "weights" / "model.safetensors").provenance["epochs"] == 2
