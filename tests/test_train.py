@@ -137,6 +137,13 @@ def test_cli_trains_then_validates_and_fine_tunes(scenes: Path, tmp_path: Path, 
     assert len(metrics) == 1 and 0.0 <= metrics[0]["mask_AR@100"] <= 1.0
     weights = out / "weights" / "model.safetensors"
     assert read_weights(weights).provenance["metrics"]["epoch"] == 1
+    # A run's last.pt converts to the same (EMA) weights, here in fp16, with the same provenance.
+    half = tmp_path / "half.safetensors"
+    assert main(["convert", str(out / "weights" / "last.pt"), str(half), "--dtype", "fp16"]) == 0
+    exported, shipped = read_weights(half), read_weights(weights)
+    assert exported.provenance["imgsz"] == SIZE and exported.provenance["images"] == 8
+    assert all(torch.equal(exported.state[k], shipped.state[k].half()) for k in shipped.state
+               if shipped.state[k].is_floating_point())  # fmt: skip
     # Fine-tune the exported weights (any supported weight file works the same way).
     rc = main(["train", "--data", str(scenes), "--model", str(weights), "--imgsz", str(SIZE), "--epochs", "1",
                "--batch", "4", "--workers", "0", "--out", str(tmp_path / "ft"), "--no-progress"])  # fmt: skip

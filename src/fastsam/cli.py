@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--point-mode", choices=["merge", "individual"], default="merge",
                     help="merge: the original's single merged mask; individual: every mask hit")  # fmt: skip
     _add_segment_options(pr)
-    conv = sub.add_parser("convert", help="convert weights to fastsam's safetensors format")
+    conv = sub.add_parser("convert", help="convert weights (or a training run's last.pt) to fastsam's safetensors format")
     conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
     conv.add_argument("dst", type=Path, help="output .safetensors file")
     conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
@@ -347,9 +347,25 @@ def _convert(args: argparse.Namespace) -> int:
     dtype = {"keep": None, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     if args.dst.exists() and args.dst.resolve() == args.src.resolve():
         raise FastSAMError("output would overwrite the input; choose another path")
-    path = convert(args.src, args.dst, dtype=dtype)
+    if _is_training_checkpoint(args.src):
+        from .train.trainer import export_checkpoint
+
+        path = export_checkpoint(args.src, args.dst, dtype=dtype)
+    else:
+        path = convert(args.src, args.dst, dtype=dtype)
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    """A ``fastsam train`` ``last.pt`` (plain tensors and numbers, read with ``weights_only=True``)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # anything else (released .pt, safetensors, garbage) goes through `convert`
+        return False
+    return isinstance(state, dict) and state.get("format") == "fastsam-train"
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -41,7 +41,8 @@ from ..io.checkpoint import read_weights, load_state_strict, save_safetensors
 from ..nn.model import FastSAMNet, build_model
 from .loss import LossGains, SegmentationLoss
 
-__all__ = ["TrainConfig", "ModelEMA", "Trainer", "build_optimizer", "open_dataset", "LOSS_NAMES"]
+__all__ = ["TrainConfig", "ModelEMA", "Trainer", "build_optimizer", "open_dataset", "export_checkpoint",
+           "read_training_checkpoint", "LOSS_NAMES"]
 
 logger = logging.getLogger(__name__)
 LOSS_NAMES = ("box", "mask", "cls", "dfl")
@@ -316,6 +317,7 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "iteration": self.iteration, "history": self.history, "metrics": self.metrics,
+            "images": len(self.train_set),
         }  # fmt: skip
 
     def _load_state(self, state: dict) -> None:
@@ -331,14 +333,7 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **overrides: Any) -> "Trainer":
         """Resume from ``last.pt`` (read with ``weights_only=True``: nothing in it is executed)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FastSAMError(f"{path}: no such checkpoint") from None
-        except Exception as exc:
-            raise FastSAMError(f"{path}: not a fastsam training checkpoint ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != "fastsam-train":
-            raise FastSAMError(f"{path}: not a fastsam training checkpoint (written by `fastsam train`)")
+        state = read_training_checkpoint(path)
         cfg = TrainConfig(**{**state["config"], **overrides})
         torch.manual_seed(cfg.seed)
         model = build_model(ModelConfig(**state["model_config"]))
@@ -468,10 +463,39 @@ class Trainer:
     def export(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Write the EMA network in fastsam's safetensors format, with its training provenance."""
         net = self.eval_network()
-        provenance = {
-            "trained_by": "fastsam train", "imgsz": self.cfg.imgsz, "epochs": self.epoch,
-            "data": str(self.cfg.data), "images": len(self.train_set), "seed": self.cfg.seed,
-        }  # fmt: skip
-        if self.metrics:
-            provenance["metrics"] = self.metrics[-1]
+        provenance = _provenance(self.cfg, self.epoch, len(self.train_set), self.metrics)
         return save_safetensors(net.state_dict(), net.config, path, provenance=provenance, dtype=dtype)
+
+
+def _provenance(cfg: TrainConfig, epochs: int, images: int | None, metrics: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"trained_by": "fastsam train", "imgsz": cfg.imgsz, "epochs": epochs, "data": str(cfg.data),
+                           "seed": cfg.seed}  # fmt: skip
+    if images is not None:
+        out["images"] = images
+    if metrics:
+        out["metrics"] = metrics[-1]
+    return out
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """``last.pt`` as a dict (read with ``weights_only=True``: nothing in it is executed)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FastSAMError(f"{path}: no such checkpoint") from None
+    except Exception as exc:
+        raise FastSAMError(f"{path}: not a fastsam training checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != "fastsam-train":
+        raise FastSAMError(f"{path}: not a fastsam training checkpoint (written by `fastsam train`)")
+    return state
+
+
+def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write the weights of a training checkpoint (its EMA when it has one) in fastsam's safetensors format,
+    e.g. to ship a model from a run that was stopped early."""
+    state = read_training_checkpoint(path)
+    cfg = TrainConfig(**state["config"])
+    model = build_model(ModelConfig(**state["model_config"]))
+    load_state_strict(model, state["ema"] if state.get("ema") is not None else state["model"], source=str(path))
+    provenance = _provenance(cfg, int(state["epoch"]), state.get("images"), list(state["metrics"]))
+    return save_safetensors(model.state_dict(), model.config, dst, provenance=provenance, dtype=dtype)
