@@ -98,7 +98,7 @@ def test_cli_prompt_points_and_boxes(small_ckpt, photo, everything, tmp_path, ca
     [
         (["--point", "2000,10"], "outside"),
         (["--box", "10,10,5,5"], "empty"),
-        (["--text", "a dog"], "--clip-weights"),
+        (["--text", "a dog", "--clip-weights", "missing-clip.pt"], "CLIP weights not found"),
         ([], "at least one"),
     ],
 )

@@ -61,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--box", action="append", type=_box, default=[], metavar="X1,Y1,X2,Y2",
                     help="box in original pixels; one result per box, in order")
     pr.add_argument("--text", action="append", default=[], help="text prompt (CLIP)")
-    pr.add_argument("--clip-weights", type=Path, help="local CLIP weights (open_clip or OpenAI ViT-B-32 file)")
-    pr.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    pr.add_argument("--clip-weights", type=Path,
+                    help="local CLIP weights (open_clip or OpenAI ViT-B-32 file; default: the shipped demo CLIP, "
+                    "which knows only synthetic scenes)")  # fmt: skip
+    pr.add_argument("--clip-model", help="open_clip model name of --clip-weights (default ViT-B-32)")
     pr.add_argument("--text-threshold", type=float, help="select every mask at or above this CLIP similarity")
     pr.add_argument("--point-mode", choices=["merge", "individual"], default="merge",
                     help="merge: the original's single merged mask; individual: every mask hit")  # fmt: skip
@@ -237,11 +239,17 @@ def _prompt(args: argparse.Namespace) -> int:
         raise FastSAMError("give at least one --point, --box or --text")
     scorer = None
     if args.text:
-        if args.clip_weights is None:
-            raise FastSAMError("--text needs --clip-weights PATH (local CLIP weights; nothing is downloaded)")
         from .text import get_scorer
 
-        scorer = get_scorer(args.clip_weights, args.clip_model, args.device)
+        weights = args.clip_weights
+        if weights is None:
+            from .weights import default_clip_path
+
+            try:
+                weights = default_clip_path()
+            except FastSAMError as exc:
+                raise FastSAMError(f"--text needs --clip-weights PATH ({exc})") from exc
+        scorer = get_scorer(weights, args.clip_model, args.device)
     points = [p[:2] for p in args.point]
     labels = [int(p[2]) for p in args.point]
 

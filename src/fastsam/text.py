@@ -1,13 +1,17 @@
 """Text prompts: rank everything-mode masks by CLIP similarity to a phrase.
 
 CLIP (via the optional ``open_clip`` package, ``pip install 'fastsam[text]'``) is built without
-downloading anything and loaded from a local weight file only. Each mask is shown to CLIP as its
+downloading anything and loaded from a local weight file only: either a built-in open_clip
+architecture's weights, or a self-describing ``.safetensors`` file whose metadata holds its own
+open_clip configuration (``{"format": "fastsam-clip", "config": ...}``, e.g. the shipped demo CLIP,
+see :mod:`fastsam.train.clip_demo`). Each mask is shown to CLIP as its
 tight box of the original image with everything outside the mask replaced by a neutral colour,
 padded to a square. All crops of an image go through the image tower in one batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import threading
@@ -22,12 +26,20 @@ from .errors import CheckpointError, FastSAMError, UnsafeCheckpointError
 from .io import safe_pickle
 from .results import Segments
 
-__all__ = ["BACKGROUND", "CLIP_MEAN", "CLIP_STD", "ClipScorer", "get_scorer", "mask_crops", "select_by_text"]
+__all__ = [
+    "BACKGROUND", "CLIP_FORMAT", "CLIP_MEAN", "CLIP_STD", "ClipScorer", "get_scorer", "mask_crops", "normalise_crops",
+    "read_clip_config", "resize_crops", "select_by_text",
+]  # fmt: skip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: RGB fill outside the mask: the CLIP mean colour, which normalises to ~0 (see ``mask_crops``).
 BACKGROUND = tuple(int(round(255 * m)) for m in CLIP_MEAN)
+#: ``format`` metadata value of a self-describing CLIP safetensors file (config in ``config``).
+CLIP_FORMAT = "fastsam-clip"
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+# config keys that would make open_clip fetch a tower from timm / the Hugging Face hub
+_REMOTE_KEYS = ("timm_model_name", "hf_model_name", "hf_tokenizer_name")
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "DoubleStorage": torch.float64,
@@ -140,6 +152,70 @@ def read_clip_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool, boo
     return {str(k).removeprefix("module."): v for k, v in obj.items()}, quick, scripted
 
 
+def read_clip_config(path: Path) -> dict[str, Any] | None:
+    """The open_clip configuration stored in a self-describing CLIP safetensors file, else None.
+
+    The config is JSON: ``embed_dim`` (int), ``vision_cfg`` / ``text_cfg`` (dicts of
+    ``open_clip.model.CLIPVisionCfg`` / ``CLIPTextCfg`` fields), optional ``quick_gelu`` (bool),
+    ``mean`` / ``std`` (3 floats, RGB normalisation of [0, 1] pixels) and ``name``. Only
+    data is read; fields that would make open_clip download a tower are refused.
+    """
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not (path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"cannot read CLIP weights {path}: {type(e).__name__}: {e}") from e
+    if meta.get("format") != CLIP_FORMAT:
+        return None
+    try:
+        cfg = json.loads(meta["config"])
+        ok = isinstance(cfg, dict) and isinstance(cfg.get("embed_dim"), int) and \
+            isinstance(cfg.get("vision_cfg"), dict) and isinstance(cfg.get("text_cfg"), dict)  # fmt: skip
+    except (KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: invalid {CLIP_FORMAT} metadata (needs a JSON 'config' with embed_dim, "
+                              "vision_cfg and text_cfg)")  # fmt: skip
+    remote = [k for part in ("vision_cfg", "text_cfg") for k in _REMOTE_KEYS if cfg[part].get(k)]
+    if remote:
+        raise CheckpointError(f"{path}: its CLIP config needs downloads ({remote[0]}), which is not supported")
+    for key in ("mean", "std"):
+        value = cfg.get(key, CLIP_MEAN if key == "mean" else CLIP_STD)
+        if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value)):
+            raise CheckpointError(f"{path}: invalid {CLIP_FORMAT} metadata ({key} must be 3 numbers)")
+    return cfg
+
+
+def _build_from_config(path: Path, cfg: dict[str, Any], device: str = "cpu") -> Any:
+    """An open_clip ``CLIP`` built from a stored config (random weights; nothing is downloaded).
+    On ``device="meta"`` nothing is allocated: shapes only, to vet a config before building it."""
+    from open_clip.model import CLIP
+
+    try:
+        with torch.device(device):
+            return CLIP(cfg["embed_dim"], dict(cfg["vision_cfg"]), dict(cfg["text_cfg"]),
+                        quick_gelu=bool(cfg.get("quick_gelu", False)))  # fmt: skip
+    except Exception as e:  # an unknown field (TypeError) or inconsistent sizes
+        raise CheckpointError(f"{path}: cannot build CLIP from its stored config: {type(e).__name__}: {e}") from e
+
+
+def _check_fits(path: Path, expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], scripted: bool,
+                model_name: str, hint: str) -> None:  # fmt: skip
+    """Raise unless ``state`` has exactly the keys and shapes of ``expected`` (a model's state dict)."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(k for k in set(state) - set(expected) if not (scripted or k.endswith("attn_mask")))
+    bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or extra or bad:
+        raise CheckpointError(f"{path} does not fit CLIP {model_name!r}: missing {missing[:3]}, unexpected "
+                              f"{extra[:3]}, wrong shape {bad[:3]}{hint}")  # fmt: skip
+
+
 class _QuietRandomInit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "No pretrained weights loaded" not in record.getMessage()
@@ -157,16 +233,26 @@ class ClipScorer:
             prefixed ``module.``), a ``.safetensors`` file, or OpenAI's TorchScript release
             (e.g. ``ViT-B-32.pt``; its tensors are read without running its code, and its
             QuickGELU activation is detected). For state dicts converted from OpenAI's weights pass
-            ``model_name="ViT-B-32-quickgelu"``.
-        model_name: a built-in open_clip architecture.
+            ``model_name="ViT-B-32-quickgelu"``. A self-describing safetensors file (metadata
+            ``format: fastsam-clip``, like :func:`fastsam.weights.default_clip_path`) carries
+            its own architecture, input size and normalisation.
+        model_name: a built-in open_clip architecture (None: ``ViT-B-32``); ignored for a
+            self-describing file, which is always built from its stored config.
         device: torch device for the model.
     """
 
-    def __init__(self, weights: str | Path, model_name: str = "ViT-B-32", device: str | torch.device = "cpu") -> None:
+    def __init__(self, weights: str | Path, model_name: str | None = None,
+                 device: str | torch.device = "cpu") -> None:  # fmt: skip
         try:
             import open_clip
         except ImportError as e:
             raise FastSAMError("text prompts need the 'text' extra: pip install 'fastsam[text]'") from e
+        path = Path(weights).expanduser()
+        stored = read_clip_config(path) if path.is_file() else None
+        if stored is not None:  # the file names its own architecture: model_name does not apply
+            self._init_stored(path, stored, str(stored.get("name", CLIP_FORMAT)), device)
+            return
+        model_name = model_name or DEFAULT_CLIP_MODEL
         cfg = open_clip.get_model_config(model_name) if ":" not in model_name else None
         if cfg is None:
             raise FastSAMError(f"unknown CLIP model {model_name!r}; choose a built-in open_clip architecture")
@@ -174,7 +260,6 @@ class ClipScorer:
         if "hf_tokenizer_name" in text_cfg or "hf_model_name" in text_cfg or "siglip" in model_name.lower():
             raise FastSAMError(f"CLIP model {model_name!r} needs files from the Hugging Face hub, "
                                "which is not supported (nothing is downloaded)")  # fmt: skip
-        path = Path(weights).expanduser()
         if not path.is_file():
             raise FastSAMError(f"CLIP weights not found: {path} (pass a local weight file with --clip-weights)")
         state, quick, scripted = read_clip_state_dict(path)
@@ -185,32 +270,41 @@ class ClipScorer:
             model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick)
         finally:
             root.removeFilter(quiet)
+        self._finish(path, model, state, scripted, model_name, device)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+
+    def _init_stored(self, path: Path, cfg: dict[str, Any], name: str, device: str | torch.device) -> None:
+        """Build a self-describing file's model from its stored config; its tokenizer is open_clip's
+        bundled BPE (no download) with the stored context length."""
+        from open_clip.tokenizer import SimpleTokenizer
+
+        state, _, _ = read_clip_state_dict(path)
+        # shapes first, on the meta device: a config of absurd sizes fails here without allocating them
+        _check_fits(path, _build_from_config(path, cfg, "meta").state_dict(), state, False, name, "")
+        model = _build_from_config(path, cfg)
+        self._finish(path, model, state, False, name, device, hint="")
+        self.mean, self.std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
+        self.tokenizer = SimpleTokenizer(context_length=int(model.context_length))
+
+    def _finish(self, path: Path, model: Any, state: dict[str, torch.Tensor], scripted: bool, model_name: str,
+                device: str | torch.device, hint: str = " (is --clip-model right?)") -> None:  # fmt: skip
+        """Load ``state`` into ``model`` strictly (dtypes are cast to the model's) and set it up for inference."""
         expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(k for k in set(state) - set(expected) if not (scripted or k.endswith("attn_mask")))
-        bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        if missing or extra or bad:
-            raise CheckpointError(f"{path} does not fit CLIP {model_name!r}: missing {missing[:3]}, unexpected "
-                                  f"{extra[:3]}, wrong shape {bad[:3]} (is --clip-model right?)")  # fmt: skip
+        _check_fits(path, expected, state, scripted, model_name, hint)
         model.load_state_dict({k: state[k] for k in expected}, strict=True)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model_name = model_name
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.mean: tuple[float, ...] = CLIP_MEAN
+        self.std: tuple[float, ...] = CLIP_STD
         size = getattr(model.visual, "image_size", 224)
         self.image_size: tuple[int, int] = (int(size), int(size)) if isinstance(size, int) else \
             (int(size[0]), int(size[1]))  # fmt: skip
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
-        """(N, 3, h, w) float32 CLIP input: bicubic resize (PIL) of each RGB uint8 (H, W, 3) crop to the
-        model's image size, scaled to [0, 1] and normalised with the OpenAI CLIP mean/std."""
-        from PIL import Image
-
-        h, w = self.image_size
-        batch = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.BICUBIC))
-                          for c in crops]).astype(np.float32) / 255.0  # fmt: skip
-        batch = (batch - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)
-        return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+        """(N, 3, h, w) float32 CLIP input: :func:`resize_crops` to the model's image size, then
+        :func:`normalise_crops` with the model's mean/std (the OpenAI CLIP ones unless the file says)."""
+        return normalise_crops(resize_crops(crops, self.image_size), self.mean, self.std)
 
     def similarity(self, crops: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
         """(T, N) float32 cosine similarity of text t and crop n (L2-normalised embeddings)."""
@@ -224,13 +318,33 @@ class ClipScorer:
             return (txt @ img.T).cpu().numpy()
 
 
+def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w, 3) uint8: each RGB uint8 (H, W, 3) crop resized to ``size`` = (h, w), bicubic (PIL).
+
+    Training of the demo CLIP uses this very function, so its inputs match inference exactly.
+    """
+    from PIL import Image
+
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.BICUBIC))
+                     for c in crops])  # fmt: skip
+
+
+def normalise_crops(batch: np.ndarray, mean: Sequence[float] = CLIP_MEAN,
+                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:  # fmt: skip
+    """(N, 3, h, w) float32 from (N, h, w, 3) uint8 RGB: scaled to [0, 1], minus ``mean``, over ``std``."""
+    x = np.asarray(batch).astype(np.float32) / 255.0
+    x = (x - np.float32(mean)) / np.float32(std)
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+
+
 _CACHE: dict[tuple[str, str, str], ClipScorer] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_scorer(weights: str | Path, model_name: str = "ViT-B-32", device: str | torch.device = "cpu") -> ClipScorer:
+def get_scorer(weights: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipScorer:
     """A process-wide :class:`ClipScorer` per (resolved weight path, model name, device)."""
-    key = (str(Path(weights).expanduser().resolve()), model_name, str(torch.device(device)))
+    key = (str(Path(weights).expanduser().resolve()), model_name or "", str(torch.device(device)))
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = ClipScorer(weights, model_name, device)
