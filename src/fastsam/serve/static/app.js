@@ -199,7 +199,23 @@
     if (!state.result) return;
     const img = ctx.createImageData(state.width, state.height);
     paintRle(img.data, state.result.mask, SELECTION_RGBA);
+    outline(img.data, state.width, state.height);
     ctx.putImageData(img, 0, 0);
+  }
+
+  // Mask pixels next to a non-mask pixel become opaque white, so that a selection stays visible on an
+  // object of the selection colour. Only mask pixels are touched: the layer's alpha is still the mask.
+  function outline(px, w, h) {
+    const inside = (x, y) => x >= 0 && y >= 0 && x < w && y < h && px[(y * w + x) * 4 + 3] > 0;
+    const edge = [];
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (inside(x, y) && !(inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1))) {
+          edge.push((y * w + x) * 4);
+        }
+      }
+    }
+    for (const o of edge) { px[o] = 255; px[o + 1] = 255; px[o + 2] = 255; px[o + 3] = 255; }
   }
 
   function drawPrompts(rubber = null) {
