@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fastsam import FastSAM
 from fastsam.cli import main
 from fastsam.data.datasets import SA1BDataset
 from fastsam.data.synth import write_dataset
@@ -139,9 +140,11 @@ def test_cli_trains_then_validates_and_fine_tunes(scenes: Path, tmp_path: Path, 
     assert read_weights(weights).provenance["metrics"]["epoch"] == 1
     # A run's last.pt converts to the same (EMA) weights, here in fp16, with the same provenance.
     half = tmp_path / "half.safetensors"
-    assert main(["convert", str(out / "weights" / "last.pt"), str(half), "--dtype", "fp16"]) == 0
+    assert main(["convert", str(out / "weights" / "last.pt"), str(half), "--dtype", "fp16", "--predict-imgsz", "128"]) == 0
     exported, shipped = read_weights(half), read_weights(weights)
     assert exported.provenance["imgsz"] == SIZE and exported.provenance["images"] == 8
+    assert FastSAM(half).default_imgsz == 128 and FastSAM(weights).default_imgsz == SIZE
+    assert main(["convert", str(weights), str(tmp_path / "x.safetensors"), "--predict-imgsz", "128"]) == 2
     assert all(torch.equal(exported.state[k], shipped.state[k].half()) for k in shipped.state
                if shipped.state[k].is_floating_point())  # fmt: skip
     # Fine-tune the exported weights (any supported weight file works the same way).

@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
     conv.add_argument("dst", type=Path, help="output .safetensors file")
     conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
+    conv.add_argument("--predict-imgsz", type=int,
+                      help="record this default inference size in the output (training checkpoints only)")  # fmt: skip
     syn = sub.add_parser(
         "synth",
         help="write synthetic training scenes (SA-1B layout)",
@@ -358,8 +360,12 @@ def _convert(args: argparse.Namespace) -> int:
     if _is_training_checkpoint(args.src):
         from .train.trainer import export_checkpoint
 
-        path = export_checkpoint(args.src, args.dst, dtype=dtype)
+        if args.predict_imgsz is not None and (args.predict_imgsz < 32 or args.predict_imgsz % 32):
+            raise FastSAMError(f"--predict-imgsz must be a positive multiple of 32, got {args.predict_imgsz}")
+        path = export_checkpoint(args.src, args.dst, dtype=dtype, predict_imgsz=args.predict_imgsz)
     else:
+        if args.predict_imgsz is not None:
+            raise FastSAMError("--predict-imgsz applies to training checkpoints (OUT/weights/last.pt) only")
         path = convert(args.src, args.dst, dtype=dtype)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -61,9 +61,10 @@ def select_detections(preds: Tensor, num_classes: int, cfg: PredictConfig) -> De
 
 
 def _recorded_imgsz(provenance: dict[str, Any]) -> int:
-    """The input size a weight file says it was trained at (fastsam's own files), else the original's 1024."""
+    """The input size a fastsam weight file recommends (``predict_imgsz``, else the ``imgsz`` it was
+    trained at), else the original's 1024."""
     try:
-        value = int(provenance.get("imgsz"))  # type: ignore[arg-type]
+        value = int(provenance.get("predict_imgsz", provenance.get("imgsz")))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return PredictConfig().imgsz
     return value if value >= 32 else PredictConfig().imgsz

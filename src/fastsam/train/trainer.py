@@ -490,12 +490,16 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None,
+                      predict_imgsz: int | None = None) -> Path:  # fmt: skip
     """Write the weights of a training checkpoint (its EMA when it has one) in fastsam's safetensors format,
-    e.g. to ship a model from a run that was stopped early."""
+    e.g. to ship a model from a run that was stopped early. ``predict_imgsz`` records a default inference
+    size other than the training size (e.g. larger, for small objects)."""
     state = read_training_checkpoint(path)
     cfg = TrainConfig(**state["config"])
     model = build_model(ModelConfig(**state["model_config"]))
     load_state_strict(model, state["ema"] if state.get("ema") is not None else state["model"], source=str(path))
     provenance = _provenance(cfg, int(state["epoch"]), state.get("images"), list(state["metrics"]))
+    if predict_imgsz is not None:
+        provenance["predict_imgsz"] = int(predict_imgsz)
     return save_safetensors(model.state_dict(), model.config, dst, provenance=provenance, dtype=dtype)
