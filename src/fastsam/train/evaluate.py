@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 MAX_DETS: tuple[int, int, int] = (10, 100, 1000)
-DEFAULT_IMGSZ = 1024
 DATASET_FORMATS: tuple[str, ...] = ("auto", "sa1b", "coco", "yolo")
 _AREAS = ("small", "medium", "large")
 
