@@ -274,3 +274,32 @@ def test_no_side_effects(small_ckpt):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok ")
+
+
+def test_pixels_are_hashed_only_for_the_cache(monkeypatch):
+    """With cache_size=0 nothing is looked up, so the image is not hashed (~4 ms at 720p); with a
+    cache, the same pixels hit the cache."""
+    import hashlib
+    import types
+
+    import fastsam.predictor as predictor
+    from fastsam.nn.model import build_model
+
+    calls = []
+
+    def spy(data, **kw):
+        calls.append(len(memoryview(data).cast("B")))
+        return hashlib.blake2b(data, **kw)
+
+    monkeypatch.setattr(predictor, "hashlib", types.SimpleNamespace(blake2b=spy))
+    torch.manual_seed(0)
+    net = build_model("n")
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    cfg = PredictConfig(imgsz=64)
+    result = FastSAM(net, cache_size=0).segment(image, cfg)
+    assert isinstance(result, Segments) and result.image_size == (40, 60)
+    assert calls == []
+    cached = FastSAM(net, cache_size=2)
+    first = cached.segment(image, cfg)
+    assert cached.segment(image.copy(), cfg) is first
+    assert calls == [40 * 60 * 3] * 2  # every pixel byte, once per call

@@ -124,15 +124,16 @@ class FastSAM:
         """Segment everything in one image (cached per image content and options)."""
         cfg = config or PredictConfig(imgsz=self.default_imgsz)
         rgb = load_image(image)
-        key = (hashlib.blake2b(rgb.tobytes(), digest_size=16).hexdigest() + str(rgb.shape), cfg)
+        if self._cache_size <= 0:
+            return self._segment_rgb(rgb, cfg)  # no cache: do not hash the pixels (~4 ms at 720p)
+        key = (hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).hexdigest() + str(rgb.shape), cfg)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         result = self._segment_rgb(rgb, cfg)
-        if self._cache_size > 0:
-            self._cache[key] = result
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache[key] = result
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
         return result
 
     def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
