@@ -10,7 +10,7 @@ import torchvision
 
 from fastsam.ops.boxes import box_iou, nms_first_k, snap_and_expand_full_boxes
 from fastsam.ops.letterbox import Letterbox, letterbox
-from fastsam.ops.masks import assemble_input_frame, assemble_retina, bilinear_table
+from fastsam.ops.masks import _threshold_region, assemble_input_frame, assemble_retina, bilinear_table
 
 
 @pytest.mark.parametrize(
@@ -153,3 +153,26 @@ def test_stability_of_constant_logits():
         crops = assemble_retina(protos, torch.tensor([[value]]), box, geom)
         assert crops.crops[0].shape == (8, 16) and crops.crops[0].all()
         assert crops.stability[0] == pytest.approx(stability)
+
+
+@pytest.mark.parametrize("window", [None, (3, 17, 5, 30)])
+def test_threshold_region_is_bit_exact_separable_bilinear(window):
+    """The region evaluation (x step on the transposed source) computes exactly, to the last bit,
+    w0 * src[:, i0] + w1 * src[:, i1] along x, then the same along y: masks and stability must equal
+    that plain formula's, not just be close."""
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((24, 40)) * 3).astype(np.float32)
+    rt, ct = bilinear_table(24, 90), bilinear_table(40, 150)
+    rows, cols = rt[11:77], ct[7:131]
+    src = logits.copy()
+    if window is not None:
+        r0, r1, c0, c1 = window
+        keep = np.zeros_like(src, dtype=bool)
+        keep[r0:r1, c0:c1] = True
+        src[~keep] = 0
+    across = src[:, cols.i0] * cols.w0 + src[:, cols.i1] * cols.w1
+    value = across[rows.i0] * rows.w0[:, None] + across[rows.i1] * rows.w1[:, None]
+    mask, stability = _threshold_region(logits, rows, cols, window)
+    np.testing.assert_array_equal(mask, value > 0)
+    assert 0 < mask.sum() < mask.size
+    assert stability == np.count_nonzero(value > 1) / np.count_nonzero(value > -1)

@@ -62,12 +62,26 @@ class MaskCrops:
     stability: np.ndarray
 
 
+def _interpolate_rows(src: np.ndarray, table: AxisTable, offset: int) -> np.ndarray:
+    """Linear interpolation along axis 0: out[k] = w0[k] * src[i0[k] - offset] + w1[k] * src[i1[k] - offset].
+
+    Gathering whole rows is a block copy, so both steps of :func:`_threshold_region` use this (the
+    x step on the transposed source). Same float32 operations, in the same order, as PyTorch's.
+    """
+    out = np.take(src, table.i0 - offset, axis=0)
+    out *= table.w0[:, None]
+    tmp = np.take(src, table.i1 - offset, axis=0)
+    tmp *= table.w1[:, None]
+    out += tmp
+    return out
+
+
 def _threshold_region(logits: np.ndarray, rows: AxisTable, cols: AxisTable,
                       window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, float]:  # fmt: skip
     """Threshold the bilinear upsampling of ``logits`` (h, w) at the output pixels ``rows`` x ``cols``.
 
-    Interpolation is separable: along x on the few source rows involved, then along y by gathering
-    whole rows. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source outside it (the
+    Interpolation is separable: along x on the few source rows involved (on the transposed source),
+    then along y. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source outside it (the
     original's crop before upsampling).
 
     Returns:
@@ -83,16 +97,8 @@ def _threshold_region(logits: np.ndarray, rows: AxisTable, cols: AxisTable,
         src[max(r1 - ia, 0) :] = 0
         src[:, : max(c0 - ja, 0)] = 0
         src[:, max(c1 - ja, 0) :] = 0
-    across = np.take(src, cols.i0 - ja, axis=1)
-    across *= cols.w0
-    tmp = np.take(src, cols.i1 - ja, axis=1)
-    tmp *= cols.w1
-    across += tmp
-    value = np.take(across, rows.i0 - ia, axis=0)
-    value *= rows.w0[:, None]
-    tmp = np.take(across, rows.i1 - ia, axis=0)
-    tmp *= rows.w1[:, None]
-    value += tmp
+    across = np.ascontiguousarray(_interpolate_rows(np.ascontiguousarray(src.T), cols, ja).T)
+    value = _interpolate_rows(across, rows, ia)
     flags = np.greater(value, 1.0, out=np.empty(value.shape, dtype=bool))
     n_hi = np.count_nonzero(flags)
     n_lo = np.count_nonzero(np.greater(value, -1.0, out=flags))
