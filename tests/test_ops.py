@@ -10,7 +10,8 @@ import torchvision
 
 from fastsam.ops.boxes import box_iou, nms_first_k, snap_and_expand_full_boxes
 from fastsam.ops.letterbox import Letterbox, letterbox
-from fastsam.ops.masks import _threshold_region, assemble_input_frame, assemble_retina, bilinear_table
+from fastsam.ops import _native
+from fastsam.ops.masks import _threshold_window, assemble_input_frame, assemble_retina, bilinear_table
 
 
 @pytest.mark.parametrize(
@@ -155,24 +156,54 @@ def test_stability_of_constant_logits():
         assert crops.stability[0] == pytest.approx(stability)
 
 
-@pytest.mark.parametrize("window", [None, (3, 17, 5, 30)])
-def test_threshold_region_is_bit_exact_separable_bilinear(window):
-    """The region evaluation (x step on the transposed source) computes exactly, to the last bit,
-    w0 * src[:, i0] + w1 * src[:, i1] along x, then the same along y: masks and stability must equal
-    that plain formula's, not just be close."""
+@pytest.mark.parametrize("kernel", ["numpy", "native"])
+def test_region_kernels_are_bit_exact_separable_bilinear(kernel):
+    """Both region kernels (numpy, and the compiled one .ci/run builds) compute exactly, to the last
+    bit, w0 * src[:, i0] + w1 * src[:, i1] along x, then the same along y: masks and stability
+    counts must equal that plain formula's, not just be close."""
     rng = np.random.default_rng(3)
     logits = (rng.standard_normal((24, 40)) * 3).astype(np.float32)
     rt, ct = bilinear_table(24, 90), bilinear_table(40, 150)
-    rows, cols = rt[11:77], ct[7:131]
-    src = logits.copy()
-    if window is not None:
-        r0, r1, c0, c1 = window
-        keep = np.zeros_like(src, dtype=bool)
-        keep[r0:r1, c0:c1] = True
-        src[~keep] = 0
-    across = src[:, cols.i0] * cols.w0 + src[:, cols.i1] * cols.w1
-    value = across[rows.i0] * rows.w0[:, None] + across[rows.i1] * rows.w1[:, None]
-    mask, stability = _threshold_region(logits, rows, cols, window)
-    np.testing.assert_array_equal(mask, value > 0)
-    assert 0 < mask.sum() < mask.size
-    assert stability == np.count_nonzero(value > 1) / np.count_nonzero(value > -1)
+    regions = [(11, 77, 7, 131), (0, 90, 0, 150), (40, 41, 149, 150), (3, 9, 60, 61)]
+    windows, origins = [], []
+    for r0, r1, c0, c1 in regions:
+        ia, ib, ja, jb = rt.i0[r0], rt.i1[r1 - 1] + 1, ct.i0[c0], ct.i1[c1 - 1] + 1
+        windows.append(np.ascontiguousarray(logits[ia:ib, ja:jb]))
+        origins.append((ia, ja))
+    if kernel == "native":
+        assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+        masks, counts = _native.threshold_windows(windows, np.array(origins), np.array(regions), rt, ct, threads=2)
+    else:
+        masks, counts = [], []
+        for src, origin, (r0, r1, c0, c1) in zip(windows, origins, regions):
+            mask, n_hi, n_lo = _threshold_window(src, origin, rt[r0:r1], ct[c0:c1])
+            masks.append(mask)
+            counts.append((n_hi, n_lo))
+    across = logits[:, ct.i0] * ct.w0 + logits[:, ct.i1] * ct.w1
+    value = across[rt.i0] * rt.w0[:, None] + across[rt.i1] * rt.w1[:, None]
+    for (r0, r1, c0, c1), mask, (n_hi, n_lo) in zip(regions, masks, np.asarray(counts).tolist()):
+        expected = value[r0:r1, c0:c1]
+        assert mask.dtype == bool
+        np.testing.assert_array_equal(mask, expected > 0)
+        assert (n_hi, n_lo) == (np.count_nonzero(expected > 1), np.count_nonzero(expected > -1))
+    assert 0 < masks[0].sum() < masks[0].size
+
+
+@pytest.mark.parametrize("frame", ["retina", "input"])
+def test_native_and_numpy_region_paths_agree(frame, monkeypatch):
+    """The whole assembly gives identical crops and stability with and without the C kernel."""
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    protos, coef, boxes_in = _random_case(11, n=60)
+    geom = Letterbox((90, 150), (96, 160), (90, 150), (3, 5))
+    runs = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("FASTSAM_NATIVE", setting)
+        if frame == "retina":
+            runs.append(assemble_retina(protos, coef, geom.boxes_to_original(boxes_in), geom))
+        else:
+            runs.append(assemble_input_frame(protos, coef, boxes_in, geom))
+    fast, slow = runs
+    np.testing.assert_array_equal(fast.regions, slow.regions)
+    np.testing.assert_array_equal(fast.stability, slow.stability)
+    assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(fast.crops, slow.crops))
+    assert sum(int(c.sum()) for c in fast.crops) > 0

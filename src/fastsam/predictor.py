@@ -114,8 +114,8 @@ class FastSAM:
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) RGB in [0, 1] -> (decoded predictions (B, 4 + nc + nm, A), protos (B, nm, H/4, W/4))."""
         images = images.to(self.device, torch.float32)
-        if self.memory_format is not None:
-            images = images.contiguous(memory_format=self.memory_format)
+        # convolutions follow the input's layout: make it the one this predictor runs in
+        images = images.contiguous(memory_format=self.memory_format or torch.contiguous_format)
         out = self.network(images)
         return decode_predictions(out, self.strides, self.config.reg_max), out.protos
 

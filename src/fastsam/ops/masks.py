@@ -15,8 +15,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from . import _native
 from .letterbox import Letterbox
 
 __all__ = ["AxisTable", "bilinear_table", "MaskCrops", "assemble_retina", "assemble_input_frame"]
@@ -65,7 +67,7 @@ class MaskCrops:
 def _interpolate_rows(src: np.ndarray, table: AxisTable, offset: int) -> np.ndarray:
     """Linear interpolation along axis 0: out[k] = w0[k] * src[i0[k] - offset] + w1[k] * src[i1[k] - offset].
 
-    Gathering whole rows is a block copy, so both steps of :func:`_threshold_region` use this (the
+    Gathering whole rows is a block copy, so both steps of :func:`_threshold_window` use this (the
     x step on the transposed source). Same float32 operations, in the same order, as PyTorch's.
     """
     out = np.take(src, table.i0 - offset, axis=0)
@@ -76,64 +78,83 @@ def _interpolate_rows(src: np.ndarray, table: AxisTable, offset: int) -> np.ndar
     return out
 
 
-def _threshold_region(logits: np.ndarray, rows: AxisTable, cols: AxisTable,
-                      window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, float]:  # fmt: skip
-    """Threshold the bilinear upsampling of ``logits`` (h, w) at the output pixels ``rows`` x ``cols``.
+def _threshold_window(src: np.ndarray, origin: tuple[int, int], rows: AxisTable, cols: AxisTable
+                      ) -> tuple[np.ndarray, int, int]:  # fmt: skip
+    """Threshold the bilinear upsampling of the logits window ``src`` at the output pixels ``rows`` x ``cols``.
 
-    Interpolation is separable: along x on the few source rows involved (on the transposed source),
-    then along y. ``window`` (r0, r1, c0, c1), in source pixels, zeroes the source outside it (the
-    original's crop before upsampling).
+    ``src`` (sr, sc) holds the source logits from pixel ``origin`` (row, col) on, and covers every
+    source index the tables name. Interpolation is separable: along x on the source rows (on the
+    transposed window, so that gathers copy whole rows), then along y. The numpy twin of the C kernel
+    in ``_regions.c``: same float32 operations, same results.
 
     Returns:
-        (mask (len(rows), len(cols)) bool = value > 0, stability = #(value > 1) / #(value > -1)).
+        (mask (len(rows), len(cols)) bool = value > 0, #(value > 1), #(value > -1)).
     """
-    ia, ib = int(rows.i0[0]), int(rows.i1[-1]) + 1
-    ja, jb = int(cols.i0[0]), int(cols.i1[-1]) + 1
-    src = logits[ia:ib, ja:jb]
-    if window is not None:
-        r0, r1, c0, c1 = window
-        src = src.copy()
-        src[: max(r0 - ia, 0)] = 0
-        src[max(r1 - ia, 0) :] = 0
-        src[:, : max(c0 - ja, 0)] = 0
-        src[:, max(c1 - ja, 0) :] = 0
+    ia, ja = origin
     across = np.ascontiguousarray(_interpolate_rows(np.ascontiguousarray(src.T), cols, ja).T)
     value = _interpolate_rows(across, rows, ia)
     flags = np.greater(value, 1.0, out=np.empty(value.shape, dtype=bool))
     n_hi = np.count_nonzero(flags)
     n_lo = np.count_nonzero(np.greater(value, -1.0, out=flags))
-    return value > 0.0, (n_hi / n_lo if n_lo else 0.0)
+    return value > 0.0, int(n_hi), int(n_lo)
 
 
 Job = tuple[int, tuple[int, int, int, int], "tuple[int, int, int, int] | None"]
 
 
-CHUNK = 32  # masks per logits GEMM: ~5 MB blocks the allocator reuses (one 44 MB block page-faults each call)
+def _threshold_all(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, row_table: AxisTable,
+                   col_table: AxisTable) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
+    """Every window's mask and (#>1, #>-1) counts: the C kernel on ``torch.get_num_threads()`` threads
+    when it is built, else numpy (same results)."""
+    native = _native.threshold_windows(windows, origins, regions, row_table, col_table, torch.get_num_threads())
+    if native is not None:
+        return native
+    masks, counts = [], np.zeros((len(windows), 2), dtype=np.int64)
+    for k, (src, (ia, ja), (r0, r1, c0, c1)) in enumerate(zip(windows, origins.tolist(), regions.tolist())):
+        mask, counts[k, 0], counts[k, 1] = _threshold_window(src, (ia, ja), row_table[r0:r1], col_table[c0:c1])
+        masks.append(mask)
+    return masks, counts
 
 
 def _run(jobs: list[Job], protos: Tensor, coefficients: Tensor, cut: tuple[slice, slice],
          row_table: AxisTable, col_table: AxisTable) -> MaskCrops:  # fmt: skip
-    """Evaluate every mask region from logits = coefficients @ protos (the original's GEMM), computed
-    in chunks of masks and cut to ``cut`` (rows, cols) of the prototype frame.
+    """Evaluate every mask region. Logits = coefficients @ protos, as in the original, but computed
+    only on the window of prototype pixels each region reads (about a tenth of the frame per mask).
 
-    (A thread pool does not help: most of the small numpy calls here hold the GIL; measured slower
-    with 2 threads than with 1.)
+    Args:
+        cut: (rows, cols) slices of the prototype frame that the tables index (the un-padded area).
     """
-    nm, mh, mw = protos.shape
-    flat = protos.float().reshape(nm, -1)
-    coefs = coefficients.float()
-    out = MaskCrops(np.zeros((len(jobs), 4), dtype=np.int64), [], np.zeros(len(jobs), dtype=np.float32))
-    for start in range(0, len(jobs), CHUNK):
-        logits = (coefs[start : start + CHUNK] @ flat).view(-1, mh, mw)[:, cut[0], cut[1]].numpy()
-        for k, (r0, r1, c0, c1), window in jobs[start : start + CHUNK]:
-            out.regions[k] = (r0, r1, c0, c1)
-            if r1 > r0 and c1 > c0:
-                crop, out.stability[k] = _threshold_region(
-                    logits[k - start], row_table[r0:r1], col_table[c0:c1], window
-                )
-            else:
-                crop = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-            out.crops.append(crop)
+    # (h, w, nm): a window's pixels are then rows of nm contiguous values, one small GEMV per row
+    grid = np.ascontiguousarray(protos.float()[:, cut[0], cut[1]].permute(1, 2, 0).numpy())
+    coefs = coefficients.float().numpy()
+    n = len(jobs)
+    out = MaskCrops(np.zeros((n, 4), dtype=np.int64), [np.zeros((0, 0), dtype=bool)] * n, np.zeros(n, dtype=np.float32))
+    todo, windows, origins = [], [], []
+    for k, (r0, r1, c0, c1), window in jobs:
+        out.regions[k] = (r0, r1, c0, c1)
+        if r1 <= r0 or c1 <= c0:
+            out.crops[k] = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=bool)
+            continue
+        # source pixels the region reads (the tables are monotonic)
+        ia, ib = int(row_table.i0[r0]), int(row_table.i1[r1 - 1]) + 1
+        ja, jb = int(col_table.i0[c0]), int(col_table.i1[c1 - 1]) + 1
+        logits = grid[ia:ib, ja:jb] @ coefs[k]
+        if window is not None:  # the original's crop before upsampling: zero the source outside the box
+            wr0, wr1, wc0, wc1 = window
+            logits[: max(wr0 - ia, 0)] = 0
+            logits[max(wr1 - ia, 0) :] = 0
+            logits[:, : max(wc0 - ja, 0)] = 0
+            logits[:, max(wc1 - ja, 0) :] = 0
+        todo.append(k)
+        windows.append(np.ascontiguousarray(logits, dtype=np.float32))
+        origins.append((ia, ja))
+    if todo:
+        idx = np.asarray(todo)
+        masks, counts = _threshold_all(windows, np.asarray(origins, dtype=np.int64).reshape(-1, 2),
+                                       out.regions[idx], row_table, col_table)  # fmt: skip
+        for k, mask, (n_hi, n_lo) in zip(todo, masks, counts.tolist()):
+            out.crops[k] = mask
+            out.stability[k] = n_hi / n_lo if n_lo else 0.0
     return out
 
 
