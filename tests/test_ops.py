@@ -189,6 +189,22 @@ def test_region_kernels_are_bit_exact_separable_bilinear(kernel):
     assert 0 < masks[0].sum() < masks[0].size
 
 
+def test_native_kernel_refuses_windows_that_do_not_cover_their_region():
+    """The C kernel follows table indices into the window: a window one row short is refused before
+    any memory is read."""
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    rt, ct = bilinear_table(24, 90), bilinear_table(40, 150)
+    region = np.array([[11, 77, 7, 131]])
+    ia, ib, ja, jb = rt.i0[11], rt.i1[76] + 1, ct.i0[7], ct.i1[130] + 1
+    short = np.zeros((ib - ia - 1, jb - ja), dtype=np.float32)
+    with pytest.raises(ValueError, match="does not cover"):
+        _native.threshold_windows([short], np.array([[ia, ja]]), region, rt, ct)
+    with pytest.raises(ValueError, match="float32"):
+        _native.threshold_windows([np.zeros((ib - ia, jb - ja))], np.array([[ia, ja]]), region, rt, ct)
+    with pytest.raises(ValueError, match="inside the tables"):
+        _native.threshold_windows([short], np.array([[ia, ja]]), np.array([[11, 95, 7, 131]]), rt, ct)
+
+
 @pytest.mark.parametrize("frame", ["retina", "input"])
 def test_native_and_numpy_region_paths_agree(frame, monkeypatch):
     """The whole assembly gives identical crops and stability with and without the C kernel."""
@@ -207,3 +223,28 @@ def test_native_and_numpy_region_paths_agree(frame, monkeypatch):
     np.testing.assert_array_equal(fast.stability, slow.stability)
     assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(fast.crops, slow.crops))
     assert sum(int(c.sum()) for c in fast.crops) > 0
+
+
+def _shards_in_child() -> None:
+    rt, ct = bilinear_table(24, 90), bilinear_table(40, 150)
+    window = np.ones((24, 40), dtype=np.float32)
+    regions = np.array([[0, 90, 0, 150], [5, 50, 10, 60]])
+    masks, _ = _native.threshold_windows([window, window], np.zeros((2, 2)), regions, rt, ct, threads=2)
+    raise SystemExit(0 if all(m.all() for m in masks) else 3)
+
+
+def test_native_thread_pool_works_in_a_forked_child():
+    """A child forked after the kernel's thread pool exists (e.g. a fork-based worker) gets a new pool
+    instead of submitting to threads it does not have (which would hang)."""
+    import multiprocessing
+
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    rt, ct = bilinear_table(24, 90), bilinear_table(40, 150)
+    window = np.ones((24, 40), dtype=np.float32)
+    _native.threshold_windows([window, window], np.zeros((2, 2)), np.array([[0, 9, 0, 9], [1, 5, 2, 7]]), rt, ct, 2)
+    child = multiprocessing.get_context("fork").Process(target=_shards_in_child)
+    child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0

@@ -51,12 +51,43 @@ def available() -> bool:
     return _function() is not None
 
 
+def _forget_pool_in_child() -> None:
+    # a forked child inherits the pool object but not its threads: submitting to it would hang
+    global _lock
+    _lock = threading.Lock()
+    _state.pop("pool", None)
+
+
 def _pool(threads: int) -> ThreadPoolExecutor:
     with _lock:
         pool = _state.get("pool")
         if pool is None or pool._max_workers != threads:  # type: ignore[attr-defined]
+            if "fork_hook" not in _state and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_pool_in_child)
+                _state["fork_hook"] = True
             pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="fastsam-regions")
         return pool  # type: ignore[return-value]
+
+
+def _check(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, tables: list[np.ndarray]) -> None:
+    """The kernel trusts its indices; make sure every one it will follow lies inside its buffer."""
+    ri0, ri1, _, _, ci0, ci1, _, _ = tables
+    if any((np.diff(t) < 0).any() for t in (ri0, ri1, ci0, ci1)) or (ri1 < ri0).any() or (ci1 < ci0).any():
+        raise ValueError("interpolation tables must be monotonic with i0 <= i1")  # so region ends bound them
+    if origins.shape != (len(windows), 2) or regions.shape != (len(windows), 4):
+        raise ValueError("origins must be (n, 2) and regions (n, 4)")
+    if any(w.dtype != np.float32 or w.ndim != 2 or not w.flags.c_contiguous for w in windows):
+        raise ValueError("windows must be C-contiguous 2-D float32 arrays")
+    shapes = np.array([w.shape for w in windows], dtype=np.int64)
+    r0, r1, c0, c1 = regions.T
+    if not ((0 <= r0).all() and (r0 < r1).all() and (r1 <= len(ri0)).all()
+            and (0 <= c0).all() and (c0 < c1).all() and (c1 <= len(ci0)).all()):  # fmt: skip
+        raise ValueError("regions must be non-empty and inside the tables")
+    top, bottom = origins[:, 0], origins[:, 0] + shapes[:, 0]
+    left, right = origins[:, 1], origins[:, 1] + shapes[:, 1]
+    if not ((ri0[r0] >= top).all() and (ri1[r1 - 1] < bottom).all()
+            and (ci0[c0] >= left).all() and (ci1[c1 - 1] < right).all()):  # fmt: skip
+        raise ValueError("a window does not cover the source pixels its region reads")
 
 
 def _shards(sizes: np.ndarray, count: int) -> list[np.ndarray]:
@@ -89,16 +120,18 @@ def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: n
     if fn is None:
         return None
     n = len(windows)
+    origins, regions = np.asarray(origins, dtype=np.int64), np.asarray(regions, dtype=np.int64)
     if n == 0:
         return [], np.zeros((0, 2), dtype=np.int64)
+    tables = [np.ascontiguousarray(a, dtype=np.int64 if i % 4 < 2 else np.float32)
+              for i, a in enumerate((rows.i0, rows.i1, rows.w0, rows.w1, cols.i0, cols.i1, cols.w0, cols.w1))]  # fmt: skip
+    _check(windows, origins, regions, tables)
     geometry = np.empty((n, 8), dtype=np.int64)
     geometry[:, 0:2] = [w.shape for w in windows]
     geometry[:, 2:4] = origins
     geometry[:, 4:8] = regions
     masks = [np.empty((r1 - r0, c1 - c0), dtype=bool) for r0, r1, c0, c1 in regions.tolist()]
     counts = np.zeros((n, 2), dtype=np.int64)
-    tables = [np.ascontiguousarray(a) for a in (rows.i0, rows.i1, rows.w0, rows.w1, cols.i0, cols.i1, cols.w0, cols.w1)]
-    assert all(a.dtype == (np.int64 if i % 4 < 2 else np.float32) for i, a in enumerate(tables))
     window_ptrs = np.array([w.ctypes.data for w in windows], dtype=np.uintp)
     mask_ptrs = np.array([m.ctypes.data for m in masks], dtype=np.uintp)
 
