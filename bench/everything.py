@@ -86,8 +86,11 @@ def main() -> None:
 
     ultra = UltraFastSAM(str(ckpt))
     ours = FastSAM(ckpt, cache_size=0)
+    from fastsam.ops import _native
+
+    kernels = "C (fastsam.ops._kernels)" if _native.available() else "numpy fallback (C kernels not built)"
     print(f"checkpoint {ckpt.name}, image {image.name} 1280x720, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, runs {args.runs} (medians, ms)")  # fmt: skip
+          f"{torch.get_num_threads()}, runs {args.runs} (medians, ms); mask/NMS kernels: {kernels}")  # fmt: skip
     header = f"{'imgsz':>5} {'masks u/f':>10} | {'stage':<10} {'ultralytics':>11} {'fastsam':>9} {'ratio':>7}"
     print(header)
     print("-" * len(header))

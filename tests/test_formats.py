@@ -9,7 +9,8 @@ import pycocotools.mask as coco
 import pytest
 from PIL import Image
 
-from fastsam.formats import crop_polygons, mask_bbox_xywh, paste, rle_counts, rle_decode, rle_string
+from fastsam.formats import crop_polygons, mask_bbox_xywh, paste, rle_counts, rle_decode, rle_encode, rle_string
+from fastsam.ops import _native
 from fastsam.ops.masks import MaskCrops
 from fastsam.results import Segments
 
@@ -91,6 +92,29 @@ def test_rle_random_masks_match_pycocotools():
         if rle_string(rle_counts(crop, region, size)) != _coco_string(full):
             bad.append((k, region, size, "last pixel set" if full[-1, -1] else "last pixel clear"))
     assert not bad, f"{len(bad)} of 240 differ, e.g. {bad[:5]}"
+
+
+@pytest.mark.parametrize("kernel", ["native", "numpy"])
+def test_rle_encode_matches_pycocotools(kernel, monkeypatch):
+    """rle_encode (the compiled kernel .ci/run builds, and the numpy fallback) gives pycocotools'
+    string for every edge case and 240 random masks, in one batch."""
+    if kernel == "native":
+        assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    else:
+        monkeypatch.setenv("FASTSAM_NATIVE", "0")
+    cases = list(EDGE.values()) + list(_random_cases(seed=2))
+    for size in {c[2] for c in cases}:  # one batch per image size, as Segments.to_rle calls it
+        batch = [(crop, region) for crop, region, sz in cases if sz == size]
+        strings = rle_encode([c for c, _ in batch], [r for _, r in batch], size)
+        assert strings == [_coco_string(_full(c, r, size)) for c, r in batch]
+
+
+def test_rle_encode_refuses_a_crop_outside_its_image():
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    with pytest.raises(ValueError, match="does not fit region"):
+        rle_encode([np.ones((3, 3), bool)], [(7, 10, 0, 3)], (9, 13))
+    with pytest.raises(ValueError, match="does not fit region"):
+        rle_encode([np.ones((2, 3), bool)], [(0, 3, 0, 3)], (9, 13))
 
 
 def test_rle_random_masks_decode():

@@ -43,18 +43,40 @@ def test_boxes_to_original_inverts_letterbox():
     assert out[1].tolist() == [0.0, 0.0, 1280.0, 720.0]  # clipped to the image
 
 
+@pytest.mark.parametrize("kernel", ["native", "torchvision"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("iou", [0.5, 0.9])
-def test_nms_first_k_equals_torchvision(seed, iou):
+def test_nms_first_k_equals_torchvision(seed, iou, kernel, monkeypatch):
+    """Both NMS paths (the C kernel, and torchvision on growing candidate sets) keep exactly what
+    torchvision keeps, in its order, including among tied scores and duplicate boxes."""
+    if kernel == "native":
+        assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    else:
+        monkeypatch.setenv("FASTSAM_NATIVE", "0")
     g = torch.Generator().manual_seed(seed)
     n = 3000
     xy = torch.rand(n, 2, generator=g) * 500
     wh = torch.rand(n, 2, generator=g) * 120 + 5
     boxes = torch.cat((xy, xy + wh), 1)
+    boxes[::50] = boxes[1::50]  # exact duplicates (IoU 1)
     scores = torch.rand(n, generator=g)
+    scores[::7] = scores[3::7][: scores[::7].numel()]  # ties: stable order decides
+    scores = (scores * 64).round() / 64  # many more ties
     full = torchvision.ops.nms(boxes, scores, iou)
     for k in (1, 7, 300, 5000):
         assert torch.equal(nms_first_k(boxes, scores, iou, k), full[:k])
+
+
+def test_native_nms_edge_cases():
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    assert _native.nms_sorted(np.zeros((0, 4), np.float32), 0.5, 10).tolist() == []
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9]], np.float32)
+    assert _native.nms_sorted(boxes, 0.5, 10).tolist() == [0, 2]  # 1 and 3 overlap box 0
+    assert _native.nms_sorted(boxes, 0.95, 10).tolist() == [0, 2, 3]  # IoU(0, 3) = 0.9 is kept
+    assert _native.nms_sorted(boxes, 0.5, 1).tolist() == [0]
+    assert _native.nms_sorted(boxes, 0.5, 0).tolist() == []
+    with pytest.raises(ValueError, match="must be"):
+        _native.nms_sorted(np.zeros((3, 5), np.float32), 0.5, 1)
 
 
 def test_full_box_rule():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rle_counts", "rle_string", "rle_counts_from_string", "rle_decode", "mask_bbox_xywh", "crop_polygons", "paste"]
+__all__ = ["rle_encode", "rle_counts", "rle_string", "rle_counts_from_string", "rle_decode", "mask_bbox_xywh", "crop_polygons", "paste"]
 
 
 def paste(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
@@ -40,6 +40,19 @@ def rle_counts(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int],
         edges.append(base + flat.size)
     edges.append(h * w)
     return np.diff(np.asarray(edges, dtype=np.int64)).tolist()
+
+
+def rle_encode(crops: list[np.ndarray], regions: np.ndarray | list, size: tuple[int, int]) -> list[str]:
+    """COCO compressed RLE strings of cropped masks in an (H, W) image, one per crop.
+
+    The compiled kernel when it is built (one pass over each crop), else numpy; same strings.
+    """
+    from .ops import _native
+
+    fast = _native.rle_strings(crops, regions, size)
+    if fast is not None:
+        return fast
+    return [rle_string(rle_counts(c, r, size)) for c, r in zip(crops, np.asarray(regions).reshape(-1, 4))]
 
 
 def rle_string(counts: list[int]) -> str:

@@ -114,10 +114,7 @@ class Segments:
     def to_rle(self) -> list[dict[str, Any]]:
         """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
         h, w = self.image_size
-        return [
-            {"size": [h, w], "counts": formats.rle_string(formats.rle_counts(c, r, self.image_size))}
-            for c, r in zip(self.crops, self.regions)
-        ]
+        return [{"size": [h, w], "counts": s} for s in formats.rle_encode(list(self.crops), self.regions, (h, w))]
 
     def to_polygons(self) -> list[list[np.ndarray]]:
         """Outer contours per mask: a list of (K, 2) float32 (x, y) arrays per mask."""

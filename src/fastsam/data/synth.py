@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..formats import mask_bbox_xywh, rle_counts, rle_string
+from ..formats import mask_bbox_xywh, rle_encode
 
 __all__ = ["PALETTE", "SHAPES", "MIN_AREA", "render_scene", "write_dataset"]
 
@@ -133,9 +133,9 @@ def _annotations(shapes: list[_Shape], size: tuple[int, int]) -> tuple[list[dict
             continue
         x, y, bw, bh = mask_bbox_xywh(vis, (0, h, 0, w))
         crop = vis[y : y + bh, x : x + bw]
-        counts = rle_counts(crop, (y, y + bh, x, x + bw), (h, w))
+        rle = rle_encode([crop], [(y, y + bh, x, x + bw)], (h, w))[0]
         anns.append({
-            "id": len(anns) + 1, "segmentation": {"size": [h, w], "counts": rle_string(counts)},
+            "id": len(anns) + 1, "segmentation": {"size": [h, w], "counts": rle},
             "bbox": [x, y, bw, bh], "area": area, "caption": f"a {s.color} {s.kind}", "shape": s.kind, "color": s.color,
         })  # fmt: skip
     return anns, full

@@ -1,8 +1,9 @@
-"""The optional compiled mask-region kernel (``_regions.c``), called through ctypes.
+"""The optional compiled kernels (``_kernels.c``: mask regions, NMS), called through ctypes.
 
 Loaded on first use, never at import. Absent (no C compiler at install time) or disabled with the
-environment variable ``FASTSAM_NATIVE=0``, :func:`threshold_windows` returns None and the caller uses
-its numpy path, which computes the same float32 operations and so the same masks.
+environment variable ``FASTSAM_NATIVE=0``, the functions here return None and callers use their
+fallback: numpy for mask regions (the same float32 operations, so the same masks), torchvision for
+NMS (the same kept boxes).
 """
 
 from __future__ import annotations
@@ -12,43 +13,89 @@ import importlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .masks import AxisTable
 
-__all__ = ["available", "threshold_windows"]
+__all__ = ["available", "threshold_windows", "nms_sorted", "rle_strings"]
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "fn": the C function or None; "pool": thread pool, made when first needed
+_state: dict[str, Any] = {}  # "lib": the loaded functions or None; "pool": thread pool, made when first needed
 
 
-def _load() -> object | None:
+def _load() -> dict[str, Any] | None:
     try:
-        module = importlib.import_module("fastsam.ops._regions")
+        module = importlib.import_module("fastsam.ops._kernels")
         lib = ctypes.CDLL(module.__file__)
-        fn = lib.fastsam_threshold_regions
+        regions, nms, rle = lib.fastsam_threshold_regions, lib.fastsam_nms_sorted, lib.fastsam_rle_string
     except (ImportError, OSError, AttributeError, TypeError):
         return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 12
-    return fn
+    regions.restype = ctypes.c_int
+    regions.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 12
+    nms.restype = ctypes.c_int64
+    nms.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
+    rle.restype = ctypes.c_int64
+    rle.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2
+    return {"regions": regions, "nms": nms, "rle": rle}
 
 
-def _function() -> object | None:
+def _function(name: str) -> Any | None:
     if os.environ.get("FASTSAM_NATIVE", "1") == "0":
         return None
     with _lock:
-        if "fn" not in _state:
-            _state["fn"] = _load()
-        return _state["fn"]
+        if "lib" not in _state:
+            _state["lib"] = _load()
+        return None if _state["lib"] is None else _state["lib"][name]
 
 
 def available() -> bool:
-    """Whether the compiled kernel is built and enabled."""
-    return _function() is not None
+    """Whether the compiled kernels are built and enabled."""
+    return _function("regions") is not None
+
+
+def nms_sorted(boxes: np.ndarray, iou: float, k: int) -> np.ndarray | None:
+    """Greedy NMS over (n, 4) xyxy boxes sorted by descending score: the first ``k`` kept positions
+    (int64, ascending), or None when the kernel is unavailable. Same kept set as torchvision's nms."""
+    fn = _function("nms")
+    if fn is None:
+        return None
+    boxes = np.ascontiguousarray(boxes, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (n, 4), got {boxes.shape}")
+    n = boxes.shape[0]
+    keep = np.empty(max(min(n, k), 1), dtype=np.int64)
+    kept = fn(n, boxes.ctypes.data, float(iou), max(int(k), 0), keep.ctypes.data)
+    if kept < 0:
+        raise MemoryError("not enough memory for NMS")
+    return keep[:kept]
+
+
+def rle_strings(crops: list[np.ndarray], regions: np.ndarray, size: tuple[int, int]) -> list[str] | None:
+    """COCO compressed RLE strings of cropped masks in an (H, W) image, or None when the kernel is
+    unavailable. Same strings as ``formats.rle_string(formats.rle_counts(...))``."""
+    fn = _function("rle")
+    if fn is None:
+        return None
+    h, w = (int(v) for v in size)
+    regions = np.asarray(regions, dtype=np.int64).reshape(-1, 4)
+    if len(crops) != len(regions):
+        raise ValueError(f"{len(crops)} crops but {len(regions)} regions")
+    views = []
+    for crop, (r0, r1, c0, c1) in zip(crops, regions.tolist()):
+        if not (0 <= r0 <= r1 <= h and 0 <= c0 <= c1 <= w) or crop.shape != (r1 - r0, c1 - c0):
+            raise ValueError(f"crop of shape {crop.shape} does not fit region {(r0, r1, c0, c1)} of a {h}x{w} image")
+        views.append(np.ascontiguousarray(crop, dtype=bool).view(np.uint8))
+    most = max((v.size for v in views), default=0)
+    counts = np.empty(2 * most + 2, dtype=np.int64)
+    out = np.empty(13 * (2 * most + 2), dtype=np.uint8)
+    strings = []
+    for view, (r0, r1, c0, c1) in zip(views, regions.tolist()):
+        length = fn(view.ctypes.data, h, w, r0, r1, c0, c1, counts.ctypes.data, out.ctypes.data)
+        strings.append(out[:length].tobytes().decode("ascii"))
+    return strings
 
 
 def _forget_pool_in_child() -> None:
@@ -65,6 +112,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             if "fork_hook" not in _state and hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_forget_pool_in_child)
                 _state["fork_hook"] = True
+            if pool is not None:
+                pool.shutdown(wait=False)  # the thread count changed: let the old workers exit
             pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="fastsam-regions")
         return pool  # type: ignore[return-value]
 
@@ -116,7 +165,7 @@ def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: n
     Returns:
         (masks: per job a (r1 - r0, c1 - c0) bool array, counts: (n, 2) int64 #(value > 1), #(value > -1)).
     """
-    fn = _function()
+    fn = _function("regions")
     if fn is None:
         return None
     n = len(windows)

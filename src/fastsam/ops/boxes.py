@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _native
+
 __all__ = ["xywh_to_xyxy", "box_iou", "nms_first_k", "snap_and_expand_full_boxes"]
 
 MAX_NMS_CANDIDATES = 30000  # the original sorts and keeps at most this many before NMS
@@ -31,17 +33,22 @@ def box_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
 def nms_first_k(boxes: Tensor, scores: Tensor, iou: float, k: int) -> Tensor:
     """Greedy NMS returning only the first ``k`` kept indices (in descending score order).
 
-    Exactly equal to ``torchvision.ops.nms(boxes, scores, iou)[:k]``, but much faster when many
-    candidates survive: a box can only be suppressed by higher-scoring boxes, so greedy NMS on the
-    top-m candidates keeps exactly the kept boxes among them. We grow m until k boxes are kept.
+    Exactly equal to ``torchvision.ops.nms(boxes, scores, iou)[:k]`` (ties in score keep their input
+    order), without its cost: a box can only be suppressed by higher-scoring boxes, so the greedy
+    pass can stop once ``k`` boxes are kept. The compiled kernel does that directly; without it we
+    run torchvision on growing top-m candidate sets until ``k`` boxes are kept.
 
     Args:
         boxes: (N, 4) xyxy. scores: (N,). Returns: (<= k,) int64 indices into ``boxes``.
     """
-    from torchvision.ops import nms
-
     n = boxes.shape[0]
     order = scores.argsort(descending=True, stable=True)
+    if boxes.device.type == "cpu":
+        kept = _native.nms_sorted(boxes[order].float().numpy(), iou, k)
+        if kept is not None:
+            return order[torch.from_numpy(kept)]
+    from torchvision.ops import nms  # importing torchvision costs seconds on a cold start: fallback only
+
     m = min(n, max(2 * k, 512))
     while True:
         top = order[:m]

@@ -85,7 +85,7 @@ def _threshold_window(src: np.ndarray, origin: tuple[int, int], rows: AxisTable,
     ``src`` (sr, sc) holds the source logits from pixel ``origin`` (row, col) on, and covers every
     source index the tables name. Interpolation is separable: along x on the source rows (on the
     transposed window, so that gathers copy whole rows), then along y. The numpy twin of the C kernel
-    in ``_regions.c``: same float32 operations, same results.
+    in ``_kernels.c``: same float32 operations, same results.
 
     Returns:
         (mask (len(rows), len(cols)) bool = value > 0, #(value > 1), #(value > -1)).

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from ..config import PredictConfig
 from ..errors import FastSAMError
-from ..formats import rle_counts, rle_string
+from ..formats import rle_encode
 from ..prompts import select_by_boxes, select_by_points
 from ..results import Segments
 from .state import ImageEntry, ResultCache, image_id
@@ -213,7 +213,7 @@ def _paint(canvas: np.ndarray, segments: Segments, k: int) -> None:
 
 def _mask_rle(mask: np.ndarray) -> dict[str, Any]:
     h, w = mask.shape
-    return {"size": [h, w], "counts": rle_string(rle_counts(mask, (0, h, 0, w), (h, w)))}
+    return {"size": [h, w], "counts": rle_encode([mask], [(0, h, 0, w)], (h, w))[0]}
 
 
 class _Service:

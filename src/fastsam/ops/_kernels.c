@@ -1,0 +1,222 @@
+/*
+ * Two small kernels of fastsam.ops, called through ctypes (see ops/_native.py):
+ *
+ * 1. Mask regions: bilinear upsampling of mask logits inside each mask's box, thresholded at 0, with
+ *    the stability counts at +1 and -1. The hot loop of ops/masks.py, for many masks per call.
+ * 2. Greedy NMS with early exit (ops/boxes.py), so that fastsam does not import torchvision just for
+ *    NMS: that import costs seconds on a cold start (it pulls in torch._dynamo).
+ * 3. COCO compressed RLE of a cropped mask (formats.py), without building the full mask: the JSON
+ *    output of `fastsam segment` writes one per mask.
+ *
+ * About (1):
+ *
+ * Why C: per output pixel the work is two multiplies, one add and three compares. numpy needs about
+ * ten passes over temporaries for that and takes the GIL between them; here it is one pass, and
+ * ctypes releases the GIL, so Python threads can run shards of masks in parallel.
+ *
+ * The arithmetic is the numpy path's, operation for operation, in float32: along x,
+ * w0 * src[i0] + w1 * src[i1] on each source row, then the same along y. Build with
+ * -ffp-contract=off so that the compiler does not fuse a multiply and an add into one rounding (FMA).
+ * If this file is not compiled, ops/masks.py uses numpy and gets identical results.
+ *
+ * The module init at the end only makes the shared object an importable extension module, so that
+ * Python's import system can locate it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* x86-64 with GCC or Clang on ELF: also build an AVX2 version of the loop, picked at load time on
+ * CPUs that have it (twice the lanes of the SSE2 baseline). Elsewhere: the portable build only. */
+#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
+#define AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define AVX2_CLONE
+#endif
+
+/* Interpolation table of one output axis: source indices i0 <= i1 and their weights. */
+typedef struct {
+    const int64_t *i0, *i1;
+    const float *w0, *w1;
+} axis_table;
+
+/*
+ * One mask. src: (rows, cols) float32 logits, row-major, whose [0][0] is source pixel (row0, col0).
+ * Output pixels: rows [r0, r1) and cols [c0, c1) of the tables. across: scratch of rows x (c1 - c0).
+ * mask: (r1 - r0, c1 - c0) bytes, set to 1 where the value is > 0, else 0.
+ */
+AVX2_CLONE
+static void one_region(const float *src, int64_t rows, int64_t cols, int64_t row0, int64_t col0,
+                       axis_table rt, int64_t r0, int64_t r1, axis_table ct, int64_t c0, int64_t c1,
+                       uint8_t *mask, int64_t *n_hi, int64_t *n_lo, float *across)
+{
+    const int64_t width = c1 - c0;
+    /* x step, on the source rows the output rows need */
+    for (int64_t s = 0; s < rows; s++) {
+        const float *in = src + s * cols;
+        float *out = across + s * width;
+        for (int64_t c = 0; c < width; c++) {
+            const int64_t k = c0 + c;
+            out[c] = in[ct.i0[k] - col0] * ct.w0[k] + in[ct.i1[k] - col0] * ct.w1[k];
+        }
+    }
+    /* y step, thresholds and counts in one pass over the output */
+    int64_t hi = 0, lo = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *a = across + (rt.i0[r] - row0) * width;
+        const float *b = across + (rt.i1[r] - row0) * width;
+        const float w0 = rt.w0[r], w1 = rt.w1[r];
+        uint8_t *m = mask + (r - r0) * width;
+        int32_t h = 0, l = 0;
+        for (int64_t c = 0; c < width; c++) {
+            const float v = a[c] * w0 + b[c] * w1;
+            m[c] = v > 0.0f;
+            h += v > 1.0f;
+            l += v > -1.0f;
+        }
+        hi += h;
+        lo += l;
+    }
+    *n_hi = hi;
+    *n_lo = lo;
+}
+
+/*
+ * n masks. windows[k]: logits of mask k; geometry[8k..8k+7]: rows, cols, row0, col0, r0, r1, c0, c1
+ * (window shape and origin in source pixels, output region end-exclusive, all non-empty).
+ * masks[k]: output of (r1 - r0) x (c1 - c0) bytes. counts[2k], counts[2k+1]: #(value > 1), #(value > -1).
+ * Returns 0, or -1 when the scratch buffer cannot be allocated.
+ */
+int fastsam_threshold_regions(int64_t n, const float *const *windows, const int64_t *geometry,
+                              const int64_t *ri0, const int64_t *ri1, const float *rw0, const float *rw1,
+                              const int64_t *ci0, const int64_t *ci1, const float *cw0, const float *cw1,
+                              uint8_t *const *masks, int64_t *counts)
+{
+    int64_t scratch = 1;
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t *g = geometry + 8 * k;
+        const int64_t size = g[0] * (g[7] - g[6]);
+        if (size > scratch)
+            scratch = size;
+    }
+    float *across = malloc((size_t)scratch * sizeof(float));
+    if (across == NULL)
+        return -1;
+    const axis_table rt = {ri0, ri1, rw0, rw1}, ct = {ci0, ci1, cw0, cw1};
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t *g = geometry + 8 * k;
+        one_region(windows[k], g[0], g[1], g[2], g[3], rt, g[4], g[5], ct, g[6], g[7], masks[k],
+                   counts + 2 * k, counts + 2 * k + 1, across);
+    }
+    free(across);
+    return 0;
+}
+
+/*
+ * Greedy NMS over n boxes already sorted by descending score. boxes: n x 4 float32 xyxy.
+ * A box is dropped when its IoU with a kept box is > iou; stops once k boxes are kept.
+ * keep: room for min(n, k) indices into the sorted order. Returns the number kept, or -1 when the
+ * scratch buffer cannot be allocated.
+ *
+ * IoU = inter / (area_a + area_b - inter) in float32, compared with the threshold in double:
+ * torchvision.ops.nms's arithmetic, so the kept set is the same.
+ */
+int64_t fastsam_nms_sorted(int64_t n, const float *boxes, double iou, int64_t k, int64_t *keep)
+{
+    uint8_t *dropped = calloc((size_t)(n > 0 ? n : 1), 1);
+    float *areas = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (dropped == NULL || areas == NULL) {
+        free(dropped);
+        free(areas);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *b = boxes + 4 * i;
+        areas[i] = (b[2] - b[0]) * (b[3] - b[1]);
+    }
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n && kept < k; i++) {
+        if (dropped[i])
+            continue;
+        keep[kept++] = i;
+        const float *a = boxes + 4 * i;
+        for (int64_t j = i + 1; j < n; j++) {
+            if (dropped[j])
+                continue;
+            const float *b = boxes + 4 * j;
+            const float w = fmaxf(0.0f, fminf(a[2], b[2]) - fmaxf(a[0], b[0]));
+            const float h = fmaxf(0.0f, fminf(a[3], b[3]) - fmaxf(a[1], b[1]));
+            const float inter = w * h;
+            const float overlap = inter / (areas[i] + areas[j] - inter);
+            if ((double)overlap > iou)
+                dropped[j] = 1;
+        }
+    }
+    free(dropped);
+    free(areas);
+    return kept;
+}
+
+/* Run-length state for (3): runs alternate between 0 and 1 and start with 0. */
+typedef struct {
+    int64_t *counts, n, run;
+    uint8_t value;
+} runs;
+
+static inline void push(runs *r, uint8_t value, int64_t length)
+{
+    if (value == r->value) {
+        r->run += length;
+    } else if (length > 0) {
+        r->counts[r->n++] = r->run;
+        r->value = value;
+        r->run = length;
+    }
+}
+
+/*
+ * COCO RLE of an h x w mask that is 0 outside rows [r0, r1) x cols [c0, c1) and equals crop there
+ * ((r1 - r0) x (c1 - c0) bytes, row-major, 0 or 1). counts: scratch for 2 (r1 - r0) (c1 - c0) + 2
+ * values (each foreground pixel can open and close a run). out: room for 13 characters per count.
+ * Writes the compressed string (no terminator) and returns its length.
+ *
+ * The format (pycocotools' rleToString): counts of column-major runs starting with background; each
+ * count after the second stored as the difference to the count two places before; each value in
+ * 5-bit groups, low group first, 0x20 flagging that more groups follow, plus 48.
+ */
+int64_t fastsam_rle_string(const uint8_t *crop, int64_t h, int64_t w, int64_t r0, int64_t r1, int64_t c0,
+                           int64_t c1, int64_t *counts, char *out)
+{
+    const int64_t width = c1 - c0;
+    runs r = {counts, 0, c0 * h, 0};
+    for (int64_t c = 0; c < width; c++) {
+        push(&r, 0, r0);
+        for (int64_t y = 0; y < r1 - r0; y++)
+            push(&r, crop[y * width + c] != 0, 1);
+        push(&r, 0, h - r1);
+    }
+    push(&r, 0, (w - c1) * h);
+    counts[r.n++] = r.run;
+
+    int64_t length = 0;
+    for (int64_t i = 0; i < r.n; i++) {
+        int64_t x = counts[i] - (i > 2 ? counts[i - 2] : 0);
+        int more = 1;
+        while (more) {
+            int64_t group = x & 0x1f;
+            x >>= 5; /* arithmetic shift: a negative difference ends at -1 */
+            more = (group & 0x10) ? x != -1 : x != 0;
+            out[length++] = (char)(group + (more ? 0x20 : 0) + 48);
+        }
+    }
+    return length;
+}
+
+static struct PyModuleDef kernels_module = {
+    PyModuleDef_HEAD_INIT, "_kernels", "Mask-region, NMS and RLE kernels; call them through fastsam.ops._native.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }
