@@ -329,7 +329,8 @@ def _run_images(args: argparse.Namespace, handle) -> int:
         stem = _unique_stem(name, used)
         _write_atomic(args.out / f"{stem}.json", json.dumps(records).encode())
         buf = io.BytesIO()
-        Image.fromarray(picture).save(buf, format="PNG")
+        # zlib level 1: a preview image; level 6 (Pillow's default) takes ~2.5x longer for ~10% fewer bytes
+        Image.fromarray(picture).save(buf, format="PNG", compress_level=1)
         _write_atomic(args.out / f"{stem}.png", buf.getvalue())
         if not getattr(progress, "disable", True):
             progress.set_postfix_str(f"{stem}: {len(segments)} masks")

@@ -91,8 +91,13 @@ def read_weights(path: str | Path) -> LoadedWeights:
     return LoadedWeights(state, cfg, meta)
 
 
-def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint") -> None:
-    """Copy ``state`` into ``model`` (cast to the model's dtype); raise naming every mismatch."""
+def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint", assign: bool = False
+                      ) -> None:  # fmt: skip
+    """Copy ``state`` into ``model`` (cast to the model's dtype); raise naming every mismatch.
+
+    ``assign=True`` makes the tensors of ``state`` the model's own instead (dtype kept): the way to
+    fill a network built on the meta device without allocating it first.
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -108,6 +113,9 @@ def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str =
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError(f"{source} does not fit the network; " + "; ".join(problems))
+    if assign:
+        model.load_state_dict(state, strict=True, assign=True)
+        return
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value)
@@ -118,9 +126,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FastSAMN
     weights = read_weights(path)
     with torch.device("meta"):
         model = FastSAMNet(weights.config)
-    model = model.to_empty(device="cpu")
-    # to_empty leaves buffers such as BN counters uninitialised; every one is overwritten below.
-    load_state_strict(model, weights.state, source=str(path))
+    # The file's tensors become the network's (no random init, no second allocation; and no
+    # to_empty(), whose first call imports sympy: most of a second on a cold start).
+    load_state_strict(model, weights.state, source=str(path), assign=True)
     model.provenance = weights.provenance  # type: ignore[assignment]
     return model.float().eval().to(device)
 
