@@ -1,9 +1,9 @@
-"""The optional compiled kernels (``_kernels.c``: mask regions, NMS), called through ctypes.
+"""The optional compiled kernels (``_kernels.c``: mask regions, NMS, COCO RLE), called through ctypes.
 
 Loaded on first use, never at import. Absent (no C compiler at install time) or disabled with the
 environment variable ``FASTSAM_NATIVE=0``, the functions here return None and callers use their
-fallback: numpy for mask regions (the same float32 operations, so the same masks), torchvision for
-NMS (the same kept boxes).
+fallback: numpy for mask regions (the same float32 operations, so the same masks) and for RLE (the
+same strings), torchvision for NMS (the same kept boxes).
 """
 
 from __future__ import annotations
