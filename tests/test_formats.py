@@ -109,6 +109,17 @@ def test_rle_encode_matches_pycocotools(kernel, monkeypatch):
         assert strings == [_coco_string(_full(c, r, size)) for c, r in batch]
 
 
+def test_rle_encode_long_strings():
+    """A checkerboard (a run per pixel) overflows the kernel's first buffer (~4 runs per column):
+    the second call with the reported length gives pycocotools' string, next to a plain mask."""
+    assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
+    board = (np.indices((200, 40)).sum(0) % 2).astype(bool)
+    crops, regions = [board, np.ones((5, 5), bool)], [(3, 203, 2, 42), (0, 5, 0, 5)]
+    strings = rle_encode(crops, regions, (210, 45))
+    assert len(strings[0]) > 13 * (4 * 40 + 8)  # longer than the first buffer
+    assert strings == [_coco_string(_full(c, r, (210, 45))) for c, r in zip(crops, regions)]
+
+
 def test_rle_encode_refuses_a_crop_outside_its_image():
     assert _native.available(), "the C kernel is not built (pip install -e . needs a C compiler)"
     with pytest.raises(ValueError, match="does not fit region"):

@@ -160,59 +160,71 @@ int64_t fastsam_nms_sorted(int64_t n, const float *boxes, double iou, int64_t k,
     return kept;
 }
 
-/* Run-length state for (3): runs alternate between 0 and 1 and start with 0. */
+/*
+ * Writer for (3). Runs alternate between 0 and 1 and start with 0; each finished run's count is
+ * encoded at once (the format needs only the count two places back), so no count buffer is needed.
+ * Characters beyond `capacity` are counted but not written, like snprintf.
+ */
 typedef struct {
-    int64_t *counts, n, run;
-    uint8_t value;
-} runs;
+    char *out;
+    int64_t capacity, length;    /* characters: room, and written or needed */
+    int64_t index, prev1, prev2; /* counts emitted so far, and the last two */
+    int64_t run;                 /* length of the open run */
+    uint8_t value;               /* its value */
+} rle_writer;
 
-static inline void push(runs *r, uint8_t value, int64_t length)
+static void emit(rle_writer *wr, int64_t count)
 {
-    if (value == r->value) {
-        r->run += length;
+    int64_t x = count - (wr->index > 2 ? wr->prev2 : 0);
+    wr->prev2 = wr->prev1;
+    wr->prev1 = count;
+    wr->index++;
+    int more = 1;
+    while (more) {
+        const int64_t group = x & 0x1f;
+        x >>= 5; /* arithmetic shift: a negative difference ends at -1 */
+        more = (group & 0x10) ? x != -1 : x != 0;
+        if (wr->length < wr->capacity)
+            wr->out[wr->length] = (char)(group + (more ? 0x20 : 0) + 48);
+        wr->length++;
+    }
+}
+
+static inline void push(rle_writer *wr, uint8_t value, int64_t length)
+{
+    if (value == wr->value) {
+        wr->run += length;
     } else if (length > 0) {
-        r->counts[r->n++] = r->run;
-        r->value = value;
-        r->run = length;
+        emit(wr, wr->run);
+        wr->value = value;
+        wr->run = length;
     }
 }
 
 /*
- * COCO RLE of an h x w mask that is 0 outside rows [r0, r1) x cols [c0, c1) and equals crop there
- * ((r1 - r0) x (c1 - c0) bytes, row-major, 0 or 1). counts: scratch for 2 (r1 - r0) (c1 - c0) + 2
- * values (each foreground pixel can open and close a run). out: room for 13 characters per count.
- * Writes the compressed string (no terminator) and returns its length.
+ * COCO compressed RLE string of an h x w mask that is 0 outside rows [r0, r1) x cols [c0, c1) and
+ * equals crop there ((r1 - r0) x (c1 - c0) bytes, row-major, 0 or 1). Writes at most `capacity`
+ * characters to out (no terminator) and returns the string's full length: when that is larger than
+ * capacity, call again with a buffer that big.
  *
  * The format (pycocotools' rleToString): counts of column-major runs starting with background; each
  * count after the second stored as the difference to the count two places before; each value in
  * 5-bit groups, low group first, 0x20 flagging that more groups follow, plus 48.
  */
 int64_t fastsam_rle_string(const uint8_t *crop, int64_t h, int64_t w, int64_t r0, int64_t r1, int64_t c0,
-                           int64_t c1, int64_t *counts, char *out)
+                           int64_t c1, char *out, int64_t capacity)
 {
     const int64_t width = c1 - c0;
-    runs r = {counts, 0, c0 * h, 0};
+    rle_writer wr = {out, capacity, 0, 0, 0, 0, c0 * h, 0};
     for (int64_t c = 0; c < width; c++) {
-        push(&r, 0, r0);
+        push(&wr, 0, r0);
         for (int64_t y = 0; y < r1 - r0; y++)
-            push(&r, crop[y * width + c] != 0, 1);
-        push(&r, 0, h - r1);
+            push(&wr, crop[y * width + c] != 0, 1);
+        push(&wr, 0, h - r1);
     }
-    push(&r, 0, (w - c1) * h);
-    counts[r.n++] = r.run;
-
-    int64_t length = 0;
-    for (int64_t i = 0; i < r.n; i++) {
-        int64_t x = counts[i] - (i > 2 ? counts[i - 2] : 0);
-        int more = 1;
-        while (more) {
-            int64_t group = x & 0x1f;
-            x >>= 5; /* arithmetic shift: a negative difference ends at -1 */
-            more = (group & 0x10) ? x != -1 : x != 0;
-            out[length++] = (char)(group + (more ? 0x20 : 0) + 48);
-        }
-    }
-    return length;
+    push(&wr, 0, (w - c1) * h);
+    emit(&wr, wr.run);
+    return wr.length;
 }
 
 static struct PyModuleDef kernels_module = {

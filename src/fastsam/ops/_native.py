@@ -38,7 +38,7 @@ def _load() -> dict[str, Any] | None:
     nms.restype = ctypes.c_int64
     nms.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
     rle.restype = ctypes.c_int64
-    rle.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2
+    rle.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 6 + [ctypes.c_void_p, ctypes.c_int64]
     return {"regions": regions, "nms": nms, "rle": rle}
 
 
@@ -88,12 +88,15 @@ def rle_strings(crops: list[np.ndarray], regions: np.ndarray, size: tuple[int, i
         if not (0 <= r0 <= r1 <= h and 0 <= c0 <= c1 <= w) or crop.shape != (r1 - r0, c1 - c0):
             raise ValueError(f"crop of shape {crop.shape} does not fit region {(r0, r1, c0, c1)} of a {h}x{w} image")
         views.append(np.ascontiguousarray(crop, dtype=bool).view(np.uint8))
-    most = max((v.size for v in views), default=0)
-    counts = np.empty(2 * most + 2, dtype=np.int64)
-    out = np.empty(13 * (2 * most + 2), dtype=np.uint8)
+    # Room for ~4 runs per column (a mask entering and leaving twice); rarer masks get a second call
+    # with the exact length the first one reports.
+    out = np.empty(13 * (4 * max((int(c1 - c0) for _, _, c0, c1 in regions.tolist()), default=0) + 8), np.uint8)
     strings = []
     for view, (r0, r1, c0, c1) in zip(views, regions.tolist()):
-        length = fn(view.ctypes.data, h, w, r0, r1, c0, c1, counts.ctypes.data, out.ctypes.data)
+        length = fn(view.ctypes.data, h, w, r0, r1, c0, c1, out.ctypes.data, out.size)
+        if length > out.size:
+            out = np.empty(length, np.uint8)
+            length = fn(view.ctypes.data, h, w, r0, r1, c0, c1, out.ctypes.data, out.size)
         strings.append(out[:length].tobytes().decode("ascii"))
     return strings
 
