@@ -258,3 +258,13 @@ def test_console_script(small_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(_records(tmp_path / "shapes.json")) == 5
     assert Image.open(tmp_path / "shapes.png").size == (960, 640)
+
+
+@pytest.mark.parametrize("native,expected", [("1", "C kernels: built)"), ("0", "C kernels: not built or disabled")])
+def test_version_says_whether_the_c_kernels_run(native, expected, monkeypatch, capsys):
+    monkeypatch.setenv("FASTSAM_NATIVE", native)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fastsam ") and expected in out

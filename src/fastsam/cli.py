@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import FastSAMError
 
@@ -40,7 +40,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastsam", description="Fast Segment Anything (FastSAM).")
-    parser.add_argument("--version", action="version", version=f"fastsam {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and whether the C kernels are built")
     sub = parser.add_subparsers(dest="command", required=True)
     seg = sub.add_parser(
         "segment",
@@ -203,6 +203,21 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version, and which implementation of the per-pixel kernels runs (looked up
+    only when asked, so that other commands do not load the library for it)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from .ops import _native
+
+        kernels = "built" if _native.available() else "not built or disabled: numpy/torchvision fallbacks, slower"
+        print(f"fastsam {_version()} (C kernels: {kernels})")
+        parser.exit()
 
 
 def _unique_stem(name: str, used: set[str]) -> str:
