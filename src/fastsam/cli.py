@@ -10,9 +10,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import FastSAMError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .results import Segments
 
 __all__ = ["main"]
 
@@ -308,6 +313,7 @@ def _prompt(args: argparse.Namespace) -> int:
 def _run_images(args: argparse.Namespace, handle) -> int:
     """Run everything mode on every source image and write what ``handle(rgb, segments)`` returns."""
     import io
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from PIL import Image
 
@@ -325,22 +331,15 @@ def _run_images(args: argparse.Namespace, handle) -> int:
     cfg = options(model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
     args.out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    failures = 0
     progress = _progress(items, args.progress)
-    for name, source in progress:
-        try:
-            rgb = load_image(source)
-        except FastSAMError as exc:
-            print(f"fastsam: error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        segments = model.segment(rgb, cfg)
+
+    def finish(name: str, rgb: np.ndarray, segments: Segments) -> bool:
+        """Records and picture of one image, written to OUT; False (reported) on a user error."""
         try:
             records, picture = handle(rgb, segments)
         except FastSAMError as exc:  # a prompt outside this image: report it, go on with the others
             print(f"fastsam: error: {name}: {exc}", file=sys.stderr)
-            failures += 1
-            continue
+            return False
         stem = _unique_stem(name, used)
         _write_atomic(args.out / f"{stem}.json", json.dumps(records).encode())
         buf = io.BytesIO()
@@ -351,6 +350,27 @@ def _run_images(args: argparse.Namespace, handle) -> int:
             progress.set_postfix_str(f"{stem}: {len(segments)} masks")
         elif args.progress is None:
             print(f"{name}: {len(records)} records -> {args.out / stem}.json, .png", file=sys.stderr)
+        return True
+
+    # Writing an image's results (records, overlay, PNG: mostly one core) overlaps the next image's
+    # network pass (both cores). One write is in flight at a time, so messages and names keep the
+    # input order, and an exception from a write (e.g. a full disk) surfaces at the next image.
+    failures = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="fastsam-write") as writer:
+        pending: Future | None = None
+        for name, source in progress:
+            try:
+                rgb = load_image(source)
+            except FastSAMError as exc:
+                print(f"fastsam: error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            segments = model.segment(rgb, cfg)
+            if pending is not None:
+                failures += not pending.result()
+            pending = writer.submit(finish, name, rgb, segments)
+        if pending is not None:
+            failures += not pending.result()
     return EXIT_USAGE if failures else 0
 
 
