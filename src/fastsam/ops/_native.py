@@ -111,17 +111,19 @@ def _forget_pool_in_child() -> None:
 def _pool(threads: int) -> ThreadPoolExecutor:
     with _lock:
         pool = _state.get("pool")
-        if pool is None or pool._max_workers != threads:  # type: ignore[attr-defined]
+        if pool is None or _state.get("pool_threads") != threads:
             if "fork_hook" not in _state and hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_forget_pool_in_child)
                 _state["fork_hook"] = True
             if pool is not None:
                 pool.shutdown(wait=False)  # the thread count changed: let the old workers exit
             pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="fastsam-regions")
+            _state["pool_threads"] = threads
         return pool  # type: ignore[return-value]
 
 
-def _check(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, tables: list[np.ndarray]) -> None:
+def _check(windows: list[np.ndarray], shapes: np.ndarray, origins: np.ndarray, regions: np.ndarray,
+           tables: list[np.ndarray]) -> None:  # fmt: skip
     """The kernel trusts its indices; make sure every one it will follow lies inside its buffer."""
     ri0, ri1, _, _, ci0, ci1, _, _ = tables
     if any((np.diff(t) < 0).any() for t in (ri0, ri1, ci0, ci1)) or (ri1 < ri0).any() or (ci1 < ci0).any():
@@ -130,7 +132,6 @@ def _check(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, 
         raise ValueError("origins must be (n, 2) and regions (n, 4)")
     if any(w.dtype != np.float32 or w.ndim != 2 or not w.flags.c_contiguous for w in windows):
         raise ValueError("windows must be C-contiguous 2-D float32 arrays")
-    shapes = np.array([w.shape for w in windows], dtype=np.int64)
     r0, r1, c0, c1 = regions.T
     if not ((0 <= r0).all() and (r0 < r1).all() and (r1 <= len(ri0)).all()
             and (0 <= c0).all() and (c0 < c1).all() and (c1 <= len(ci0)).all()):  # fmt: skip
@@ -177,9 +178,10 @@ def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: n
         return [], np.zeros((0, 2), dtype=np.int64)
     tables = [np.ascontiguousarray(a, dtype=np.int64 if i % 4 < 2 else np.float32)
               for i, a in enumerate((rows.i0, rows.i1, rows.w0, rows.w1, cols.i0, cols.i1, cols.w0, cols.w1))]  # fmt: skip
-    _check(windows, origins, regions, tables)
+    shapes = np.array([w.shape if w.ndim == 2 else (0, 0) for w in windows], dtype=np.int64)
+    _check(windows, shapes, origins, regions, tables)
     geometry = np.empty((n, 8), dtype=np.int64)
-    geometry[:, 0:2] = [w.shape for w in windows]
+    geometry[:, 0:2] = shapes
     geometry[:, 2:4] = origins
     geometry[:, 4:8] = regions
     masks = [np.empty((r1 - r0, c1 - c0), dtype=bool) for r0, r1, c0, c1 in regions.tolist()]
