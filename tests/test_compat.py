@@ -68,9 +68,25 @@ def test_original_script_runs_and_agrees_with_new_api(small_ckpt, photo, everyth
     assert (boxes_png[outline] != src[outline]).any()
 
 
-def test_text_prompt_without_weights_is_a_clear_error(photo, everything):
+def test_text_prompt_without_weights_uses_the_demo_clip_like_the_cli(photo, everything, monkeypatch):
+    """Issue 10, defect 9: with no clip_weights, text_prompt takes the shipped demo CLIP, as
+    ``fastsam prompt --text`` does; only an installation without it gets the clear error."""
     from fastsam import FastSAMPrompt
+    from fastsam.text import get_scorer, select_by_text
+    from fastsam.weights import default_clip_path
 
+    prompt = FastSAMPrompt(str(photo), everything)
+    ann = prompt.text_prompt(text="a red star")
+    best = select_by_text(everything, prompt.image, ["a red star"], get_scorer(default_clip_path()))[0]
+    assert ann.shape == (1, 720, 1280) and best.size == 1
+    assert np.array_equal(ann[0], everything.mask(int(best[0])))
+
+    import fastsam.weights as weights
+
+    def missing():
+        raise FastSAMError("this installation ships no demo CLIP model")
+
+    monkeypatch.setattr(weights, "default_clip_path", missing)
     with pytest.raises(FastSAMError, match="clip_weights"):
         FastSAMPrompt(str(photo), everything).text_prompt(text="a dog")
 
@@ -108,10 +124,10 @@ def test_cli_prompt_errors(small_ckpt, photo, tmp_path, capsys, extra, message):
     assert code == 2 and len(err) == 1 and err[0].startswith("fastsam: error:") and message in err[0]
 
 
-def test_cli_rejects_malformed_point(small_ckpt, photo, tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        main(["prompt", str(photo), "--model", str(small_ckpt), "--point", "1,2,3,4"])
-    assert exc.value.code == 2
+def test_cli_rejects_malformed_point(small_ckpt, photo, tmp_path, capsys):
+    code = main(["prompt", str(photo), "--model", str(small_ckpt), "--point", "1,2,3,4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--point" in err[0] and "1,2,3,4" in err[0]
 
 
 @pytest.mark.slow

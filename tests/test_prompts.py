@@ -113,7 +113,7 @@ def test_bad_points_raise(seg, points, labels, message):
         select_by_points(seg, points, labels)
 
 
-@pytest.mark.parametrize("boxes,message", [([[0, 0, 61, 10]], "outside"), ([[10, 10, 5, 20]], "empty"), ([], "no boxes"),
+@pytest.mark.parametrize("boxes,message", [([[61, 0, 70, 10]], "outside"), ([[-9, -9, 0, 5]], "outside"), ([[10, 10, 5, 20]], "empty"), ([], "no boxes"),
                                            ([[1, 2, 3]], "x1, y1, x2, y2")])
 def test_bad_boxes_raise(seg, boxes, message):
     with pytest.raises(FastSAMError, match=message):

@@ -10,8 +10,9 @@
 Differences from the original, on purpose: annotations are numpy bool arrays (K, H, W) at original
 resolution (the original returned torch tensors or numpy depending on the call); ``box_prompt``
 returns one mask per box in the order given (the original lost the order); out-of-range
-coordinates raise ``FastSAMError``; ``text_prompt`` needs local CLIP weights (``clip_weights=``),
-nothing is downloaded; colours are right for every input kind.
+coordinates raise ``FastSAMError``; ``text_prompt`` uses local CLIP weights (``clip_weights=``)
+or, like ``fastsam prompt --text``, the shipped demo CLIP when none are given; nothing is
+downloaded; colours are right for every input kind.
 """
 
 from __future__ import annotations
@@ -71,14 +72,23 @@ class FastSAMPrompt:
         return select_by_points(self.results, points, pointlabel).mask[None]
 
     def text_prompt(self, text: str, clip_weights: str | Path | None = None) -> np.ndarray:
-        """The mask whose crop CLIP finds most similar to ``text``: (1, H, W) bool."""
+        """The mask whose crop CLIP finds most similar to ``text``: (1, H, W) bool.
+
+        CLIP weights: ``clip_weights`` here, else the constructor's, else the shipped demo CLIP (the
+        CLI's default too; it knows only synthetic scenes: pass a real CLIP for photographs)."""
         from .text import get_scorer, select_by_text
 
         if self.results is None:
             return self._empty()
         weights = clip_weights or self.clip_weights
         if weights is None:
-            raise FastSAMError("text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH)")
+            from .weights import default_clip_path
+
+            try:
+                weights = default_clip_path()
+            except FastSAMError as exc:
+                raise FastSAMError(f"text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH) "
+                                   f"({exc})") from exc  # fmt: skip
         scorer = get_scorer(weights, self.clip_model, self.device)
         idx = select_by_text(self.results, self.image, [text], scorer)[0]
         if idx.size == 0:

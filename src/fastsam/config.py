@@ -8,11 +8,16 @@ YOLOv8 rule: ``make_divisible(min(channels, max_channels) * width, 8)``; block r
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from .errors import FastSAMError
 
-__all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig"]
+__all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig", "MAX_IMGSZ"]
+
+#: Largest network input side the API accepts: a 16384x16384 input alone is 3 GiB of float32 and
+#: the first layers' activations are tens of times that. The CLI's default limit is lower.
+MAX_IMGSZ = 16384
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,16 @@ class PredictConfig:
     stride: int = field(default=32, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.imgsz, int) or self.imgsz < 32:
-            raise FastSAMError(f"imgsz must be an integer >= 32, got {self.imgsz!r}")
+        if not isinstance(self.imgsz, int) or isinstance(self.imgsz, bool) or not 32 <= self.imgsz <= MAX_IMGSZ:
+            raise FastSAMError(f"imgsz must be an integer in [32, {MAX_IMGSZ}], got {self.imgsz!r}")
+        for name in ("conf", "iou"):
+            if not isinstance(getattr(self, name), numbers.Real) or isinstance(getattr(self, name), bool):
+                raise FastSAMError(f"{name} must be a number in [0, 1], got {getattr(self, name)!r}")
         if not 0.0 <= self.conf <= 1.0:
             raise FastSAMError(f"conf must be in [0, 1], got {self.conf}")
         if not 0.0 <= self.iou <= 1.0:
             raise FastSAMError(f"iou must be in [0, 1], got {self.iou}")
-        if not isinstance(self.max_det, int) or self.max_det < 1:
+        if not isinstance(self.max_det, int) or isinstance(self.max_det, bool) or self.max_det < 1:
             raise FastSAMError(f"max_det must be an integer >= 1, got {self.max_det!r}")
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FastSAMError", "CheckpointError", "UnsafeCheckpointError", "ImageError"]
+__all__ = ["FastSAMError", "CheckpointError", "UnsafeCheckpointError", "ImageError", "ImageTooLargeError"]
 
 
 class FastSAMError(ValueError):
@@ -19,3 +19,16 @@ class UnsafeCheckpointError(CheckpointError):
 
 class ImageError(FastSAMError):
     """An image is missing, unreadable, corrupt or of an unsupported kind."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the caller's limit (checked from the header, before decoding).
+
+    Attributes:
+        size: (width, height) the file declares.
+        limit: the pixel limit it exceeds.
+    """
+
+    def __init__(self, message: str, size: tuple[int, int], limit: int) -> None:
+        super().__init__(message)
+        self.size, self.limit = size, limit

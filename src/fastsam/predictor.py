@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .config import PredictConfig
+from .devices import resolve_device
 from .errors import FastSAMError
 from .io.checkpoint import load_model
 from .io.images import ImageSource, iter_sources, load_image
@@ -91,7 +92,7 @@ class FastSAM:
 
     def __init__(self, weights: str | Path | FastSAMNet | None = None, device: str | torch.device = "cpu",
                  fuse: bool = True, cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if weights is None:
             from .weights import default_model_path
 
@@ -160,8 +161,8 @@ class FastSAM:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
         network there for this and later calls."""
-        if device is not None and torch.device(device) != self.device:
-            self.device = torch.device(device)
+        if device is not None and resolve_device(device) != self.device:
+            self.device = resolve_device(device)
             self.network.to(self.device)
         cfg = PredictConfig(imgsz=self.default_imgsz if imgsz is None else imgsz, conf=conf, iou=iou, retina_masks=retina_masks,
                             max_det=max_det)  # fmt: skip

@@ -54,7 +54,13 @@ def validate_points(points: Sequence[Sequence[float]] | np.ndarray, labels: Sequ
 
 
 def validate_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """(B, 4) float xyxy; raise FastSAMError naming the first box that is empty or outside the image."""
+    """(B, 4) float xyxy boxes clipped to the image; raise FastSAMError naming the first box that has
+    no area inside it.
+
+    Boxes reaching past the border are clipped, as the original does: UIs draw boxes to the edge
+    and xywh boxes overshoot. A box that is empty (x2 <= x1 or y2 <= y1) or lies wholly outside
+    the image is refused rather than silently matched to some mask.
+    """
     b = np.asarray(boxes, dtype=np.float64)
     if b.size == 0:
         raise FastSAMError("no boxes given")
@@ -63,10 +69,13 @@ def validate_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: tu
     if b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all():
         raise FastSAMError(f"boxes must be a list of [x1, y1, x2, y2], got shape {b.shape}")
     h, w = image_size
-    for k, (x1, y1, x2, y2) in enumerate(b):
-        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
-            raise FastSAMError(f"box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty or outside the {w}x{h} image")
-    return b
+    clipped = np.clip(b, 0.0, [w, h, w, h])
+    for k, ((x1, y1, x2, y2), (cx1, cy1, cx2, cy2)) in enumerate(zip(b, clipped)):
+        if not (x1 < x2 and y1 < y2):
+            raise FastSAMError(f"box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty (needs x1 < x2 and y1 < y2)")
+        if not (cx1 < cx2 and cy1 < cy2):
+            raise FastSAMError(f"box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the {w}x{h} image")
+    return clipped
 
 
 def _hits(segments: Segments, x: int, y: int) -> np.ndarray:

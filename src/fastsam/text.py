@@ -27,7 +27,7 @@ from .io import safe_pickle
 from .results import Segments
 
 __all__ = [
-    "BACKGROUND", "CLIP_FORMAT", "CLIP_MEAN", "CLIP_STD", "ClipScorer", "get_scorer", "mask_crops", "normalise_crops",
+    "BACKGROUND", "CLIP_FORMAT", "check_clip_model", "CLIP_MEAN", "CLIP_STD", "ClipScorer", "get_scorer", "mask_crops", "normalise_crops",
     "read_clip_config", "resize_crops", "select_by_text",
 ]  # fmt: skip
 
@@ -143,8 +143,10 @@ def read_clip_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool, boo
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it is not a plain weight file ({why}); nothing in it was executed"
         ) from e
-    except Exception as e:
-        raise CheckpointError(f"cannot read CLIP weights {path}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # e.g. "KeyError: 105" from pickle on a JPEG: not worth showing
+        why = "truncated file" if isinstance(e, EOFError) else "unknown format"
+        raise CheckpointError(f"{path} is not a CLIP weight file ({why}; expected a torch state dict, a .safetensors "
+                              "file or OpenAI's TorchScript release)") from e  # fmt: skip
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -292,7 +294,9 @@ class ClipScorer:
         expected = model.state_dict()
         _check_fits(path, expected, state, scripted, model_name, hint)
         model.load_state_dict({k: state[k] for k in expected}, strict=True)
-        self.device = torch.device(device)
+        from .devices import resolve_device
+
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.model_name = model_name
         self.mean: tuple[float, ...] = CLIP_MEAN
@@ -342,9 +346,30 @@ _CACHE: dict[tuple[str, str, str], ClipScorer] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def check_clip_model(weights: str | Path, model_name: str | None) -> None:
+    """Raise :class:`FastSAMError` if ``model_name`` cannot apply to ``weights``: an architecture
+    open_clip does not know, or any name for a self-describing file (which is always built from its
+    own stored config, so a name given for it would be silently ignored)."""
+    if model_name is None:
+        return
+    try:
+        import open_clip
+    except ImportError as e:
+        raise FastSAMError("text prompts need the 'text' extra: pip install 'fastsam[text]'") from e
+    if open_clip.get_model_config(model_name) is None:
+        known = ", ".join(m for m in open_clip.list_models() if m.startswith(("ViT-B", "RN50")))[:160]
+        raise FastSAMError(f"unknown CLIP model {model_name!r}; choose a built-in open_clip architecture ({known}, ...)")
+    path = Path(weights).expanduser()
+    if path.is_file() and read_clip_config(path) is not None:
+        raise FastSAMError(f"a CLIP model name ({model_name!r}) does not apply to {path}: the file carries its own "
+                           "architecture")  # fmt: skip
+
+
 def get_scorer(weights: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipScorer:
     """A process-wide :class:`ClipScorer` per (resolved weight path, model name, device)."""
-    key = (str(Path(weights).expanduser().resolve()), model_name or "", str(torch.device(device)))
+    from .devices import resolve_device
+
+    key = (str(Path(weights).expanduser().resolve()), model_name or "", str(resolve_device(device)))
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = ClipScorer(weights, model_name, device)
@@ -406,6 +431,8 @@ def select_by_text(segments: Segments, image_rgb: np.ndarray, texts: str | Seque
     for t in items:
         if not isinstance(t, str) or not t.strip():
             raise FastSAMError(f"text prompts must be non-empty strings, got {t!r}")
+    if threshold is not None and not (isinstance(threshold, (int, float, np.floating)) and np.isfinite(threshold)):
+        raise FastSAMError(f"text threshold must be a finite number (a cosine similarity in [-1, 1]), got {threshold!r}")
     _check_image(segments, image_rgb)
     eligible = np.flatnonzero(segments.areas > min_area).astype(np.int64)
     if eligible.size == 0:

@@ -89,10 +89,15 @@ def overlay(image: np.ndarray, segments: Segments, contours: bool = True, color:
 
 def overlay_masks(image: np.ndarray, masks: np.ndarray, contours: bool = True,
                   color: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:  # fmt: skip
-    """Like :func:`overlay`, for dense (K, H, W) bool masks (e.g. merged prompt results)."""
+    """Like :func:`overlay`, for dense (K, H, W) bool masks (e.g. merged prompt results); K may be 0
+    (the image is returned unchanged, as a copy)."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (K, H, W), got shape {masks.shape}")
     _check_size(image, masks.shape[1:])
     labels = np.zeros(image.shape[:2], dtype=np.int64)
-    areas = masks.reshape(len(masks), -1).sum(1)
+    # (K, H*W) sums; reshape(K, -1) cannot infer the size for K = 0
+    areas = masks.reshape(len(masks), int(np.prod(masks.shape[1:]))).sum(1)
     for k in np.argsort(-areas, kind="stable"):  # smaller masks painted last, so they win
         labels[masks[k]] = k + 1
     edge = None

@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Union
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, ImageTooLargeError
 
-__all__ = ["ImageSource", "load_image", "iter_sources", "IMAGE_SUFFIXES"]
+__all__ = ["ImageSource", "load_image", "iter_sources", "check_regular_file", "check_pixels", "IMAGE_SUFFIXES"]
 
 ImageSource = Union[str, os.PathLike, np.ndarray, Any]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
@@ -71,43 +73,86 @@ def _from_pil(img: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def _from_path(path: Path) -> np.ndarray:
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`ImageError` unless ``path`` is a regular file (following symlinks).
+
+    ``stat`` never blocks, but opening a FIFO waits for a writer forever and a character device
+    (``/dev/zero``) never ends: neither is an image file, so both are refused before any ``open``.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path}: is a directory, expected an image file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ImageError(f"{path}: is {kind}, not a regular file")
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+    """Raise :class:`ImageTooLargeError` if a (width, height) image is over ``max_pixels`` (None: no limit)."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",
+                                 (w, h), max_pixels)  # fmt: skip
+
+
+def _from_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.exists():
-        raise ImageError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, expected an image file")
+    check_regular_file(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # our own limit applies; Pillow's warning would be noise
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            check_pixels(img.size, max_pixels, str(path))  # from the header: nothing decoded yet
             img.load()
             return _from_pil(img, str(path))
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        if max_pixels is not None:
+            raise ImageTooLargeError(f"{path}: image is over the limit of {max_pixels} pixels ({exc})", (0, 0),
+                                     max_pixels) from None  # fmt: skip
+        raise ImageError(f"{path}: {exc}") from None
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:  # truncated data, bad headers, decoder errors
         raise ImageError(f"{path}: corrupt image ({exc})") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: {exc}") from None
 
 
-def load_image(source: ImageSource) -> np.ndarray:
-    """Load one image from a path, a numpy array (RGB) or a Pillow image. Returns (H, W, 3) uint8 RGB."""
+def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray:
+    """Load one image from a path, a numpy array (RGB) or a Pillow image. Returns (H, W, 3) uint8 RGB.
+
+    ``max_pixels`` (width x height) refuses larger images with :class:`ImageTooLargeError`; a file
+    is checked from its header, before any pixel is decoded.
+    """
     if isinstance(source, (str, os.PathLike)):
-        return _from_path(Path(source))
+        return _from_path(Path(source), max_pixels)
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            check_pixels((source.shape[1], source.shape[0]), max_pixels, "array")
         return _from_array(source)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(source, Image.Image):
+        check_pixels(source.size, max_pixels, "PIL image")
         return _from_pil(source, "PIL image")
     raise ImageError(f"unsupported image source of type {type(source).__name__}")
 
 
 def iter_sources(sources: Any) -> Iterator[tuple[str, ImageSource]]:
     """Expand sources into (name, source) pairs: directories give their image files (sorted, by
-    suffix), lists are flattened; arrays and Pillow images are named ``image<i>``."""
+    suffix; FIFOs and devices inside are skipped), lists are flattened; arrays and Pillow images are
+    named ``image<i>``. A path that exists but is not a regular file or directory (a FIFO, a device)
+    raises :class:`ImageError` at once; a missing file is yielded and fails when it is loaded."""
     items = sources if isinstance(sources, (list, tuple)) else [sources]
     for i, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
@@ -119,6 +164,8 @@ def iter_sources(sources: Any) -> Iterator[tuple[str, ImageSource]]:
                 for f in files:
                     yield str(f), f
             else:
+                if path.exists():
+                    check_regular_file(path)
                 yield str(path), path
         else:
             yield f"image{i}", item

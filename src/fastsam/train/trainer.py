@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import ModelConfig
+from ..devices import resolve_device
 from ..errors import FastSAMError
 from ..io.checkpoint import read_weights, load_state_strict, save_safetensors
 from ..nn.model import FastSAMNet, build_model
@@ -199,7 +200,7 @@ class Trainer:
         self.cfg = cfg
         self.dist = _dist_from_env()
         self.progress = progress and self.dist.main
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.dist.local_rank)
             self.device = torch.device("cuda", self.dist.local_rank)

@@ -1,0 +1,293 @@
+"""The ``fastsam`` argument parser and its value types.
+
+Every value is checked here, at parse time, as far as it can be without opening a file: numbers
+are finite, counts positive, points and boxes parse (negative coordinates included), so that a bad
+option costs nothing and ends in one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["build_parser", "normalise_argv", "UsageError", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_IMGSZ"]
+
+#: Largest image the CLI decodes by default (width x height): a 48 MP phone photo fits. Its RGB
+#: array is 150 MB; overlay and label map take about 10x that at this size.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Largest network input side by default. Activations grow with its square: FastSAM-x at 4096
+#: needs several GB; at 100000 the allocation alone would exhaust any machine.
+DEFAULT_MAX_IMGSZ = 4096
+
+# options whose values may start with "-" (negative coordinates): argparse would take "-1,10" for an option
+_VALUE_OPTIONS = ("--point", "--box")
+_NEGATIVE_VALUE = re.compile(r"^-[0-9.]")
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; ``main`` prints it as one line and exits with 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (no usage block), exit code 2."""
+
+    def error(self, message: str) -> Any:  # argparse's NoReturn hook
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """``--point -1,10`` -> ``--point=-1,10``, so that negative coordinates parse (and are then
+    validated against the image) instead of being mistaken for an unknown option."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in _VALUE_OPTIONS and i + 1 < len(args) and _NEGATIVE_VALUE.match(args[i + 1]):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+            continue
+        if a == "--":
+            out.extend(args[i:])
+            break
+        out.append(a)
+        i += 1
+    return out
+
+
+def finite(text: str) -> float:
+    """A finite float (``nan`` and ``inf`` are refused: they compare false with every bound)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
+def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [finite(v) for v in text.split(",")]
+    except argparse.ArgumentTypeError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"expected {what} (finite numbers), got {text!r}")
+    return values
+
+
+def point(text: str) -> list[float]:
+    v = _numbers(text, (2, 3), "X,Y or X,Y,LABEL")
+    if len(v) == 3 and v[2] not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"point label must be 0 or 1, got {text!r}")
+    return v if len(v) == 3 else [*v, 1.0]
+
+
+def box(text: str) -> list[float]:
+    return _numbers(text, (4,), "X1,Y1,X2,Y2")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version, and which implementation of the per-pixel kernels runs (looked up
+    only when asked, so that other commands do not load the library for it)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from .. import __version__
+        from ..ops import _native
+
+        kernels = "built" if _native.available() else "not built or disabled: numpy/torchvision fallbacks, slower"
+        print(f"fastsam {__version__} (C kernels: {kernels})")
+        parser.exit()
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    from ..config import PredictConfig
+
+    d = PredictConfig()
+    p.add_argument("--model", "-m", type=Path,
+                   help="weight file: a released FastSAM .pt or a fastsam .safetensors (default: the shipped demo "
+                   "model, trained on synthetic shapes only)")  # fmt: skip
+    p.add_argument("--imgsz", type=positive_int,
+                   help=f"network input long side (default: the size the model was trained at, else {d.imgsz})")
+    p.add_argument("--conf", type=finite, default=d.conf, help=f"score threshold (default {d.conf})")
+    p.add_argument("--iou", type=finite, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
+    p.add_argument("--max-det", type=positive_int, default=d.max_det,
+                   help=f"maximum masks per image (default {d.max_det})")  # fmt: skip
+    p.add_argument("--no-retina", action="store_true", help="low-resolution mask path of the original (default: retina masks)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", "-o", type=Path, default=Path("out"),
+                   help="output directory (default ./out); outputs never replace an input file")  # fmt: skip
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest image accepted, width x height (default {DEFAULT_MAX_PIXELS}); checked from the "
+                   "file header before decoding")  # fmt: skip
+    p.add_argument("--max-imgsz", type=positive_int, default=DEFAULT_MAX_IMGSZ,
+                   help=f"largest --imgsz accepted (default {DEFAULT_MAX_IMGSZ}; memory grows with its square)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+
+
+_TRAIN_OPTIONS = (
+    ("imgsz", positive_int, 640, "square training input size, a multiple of 32 (default 640)"),
+    ("epochs", positive_int, 100, "epochs (default 100)"),
+    ("batch", positive_int, 16, "global batch size, split over processes (default 16)"),
+    ("optimizer", str, "auto", "SGD, AdamW or auto (default auto: YOLOv8's choice by run length)"),
+    ("lr0", finite, 0.01, "initial learning rate (ignored by optimizer auto)"),
+    ("lrf", finite, 0.01, "final learning rate as a fraction of lr0"),
+    ("weight_decay", finite, 5e-4, "weight decay at the nominal batch 64"),
+    ("warmup_epochs", finite, 3.0, "warm-up epochs (at least 100 iterations)"),
+    ("close_mosaic", int, 10, "turn mosaic off for the last N epochs"),
+    ("mosaic", finite, 1.0, "mosaic probability"),
+    ("scale", finite, 0.5, "random scale gain range"),
+    ("translate", finite, 0.1, "random translation (fraction of imgsz)"),
+    ("fliplr", finite, 0.5, "horizontal flip probability"),
+    ("reg_max", positive_int, None, "DFL bins of a fresh network (default 16; 26 for x, as FastSAM-x)"),
+    ("workers", int, 2, "data-loading worker processes per training process"),
+    ("seed", int, 0, "random seed (initialisation, shuffling, augmentation)"),
+    ("device", str, "cpu", "torch device: cpu or cuda (each torchrun process uses cuda:LOCAL_RANK)"),
+    ("val_period", positive_int, 1, "validate every N epochs"),
+    ("limit", positive_int, None, "use only the first N training images"),
+)
+TRAIN_OPTION_NAMES = tuple(name for name, *_ in _TRAIN_OPTIONS)
+
+
+def _add_image_commands(sub: Any) -> None:
+    seg = sub.add_parser(
+        "segment",
+        help="segment everything in images",
+        description="Segment everything; writes OUT/<stem>.json (SAM coco_rle records) and OUT/<stem>.png (overlay). "
+        "A run whose outputs would replace one of its input files is refused before any work.",
+    )
+    seg.add_argument("sources", nargs="+", help="image files or directories")
+    _add_segment_options(seg)
+    pr = sub.add_parser(
+        "prompt",
+        help="select masks by points, boxes or text",
+        description="Everything mode, then prompt selection; writes OUT/<stem>.json (one record per selected or "
+        "merged mask; boxes in the order given; a prompt that selects nothing gets an empty record) and "
+        "OUT/<stem>.png.",
+    )
+    pr.add_argument("sources", nargs="+", help="image files or directories")
+    pr.add_argument("--point", action="append", type=point, default=[], metavar="X,Y[,LABEL]",
+                    help="point in original pixels; LABEL 1 = foreground (default), 0 = background")
+    pr.add_argument("--box", action="append", type=box, default=[], metavar="X1,Y1,X2,Y2",
+                    help="box in original pixels, clipped to the image; one result per box, in order")
+    pr.add_argument("--text", action="append", default=[], help="text prompt (CLIP; needs the 'text' extra)")
+    pr.add_argument("--clip-weights", type=Path,
+                    help="local CLIP weights (open_clip or OpenAI ViT-B-32 file; default: the shipped demo CLIP, "
+                    "which knows only synthetic scenes)")  # fmt: skip
+    pr.add_argument("--clip-model", help="open_clip model name of --clip-weights (default ViT-B-32)")
+    pr.add_argument("--text-threshold", type=finite, help="select every mask at or above this CLIP similarity")
+    pr.add_argument("--point-mode", choices=["merge", "individual"], default="merge",
+                    help="merge: the original's single merged mask; individual: every mask hit")  # fmt: skip
+    _add_segment_options(pr)
+
+
+def _add_other_commands(sub: Any) -> None:
+    conv = sub.add_parser("convert", help="convert weights (or a training run's last.pt) to fastsam's safetensors format")
+    conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
+    conv.add_argument("dst", type=Path, help="output .safetensors file (never the input)")
+    conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
+    conv.add_argument("--predict-imgsz", type=positive_int,
+                      help="record this default inference size in the output (training checkpoints only)")  # fmt: skip
+    syn = sub.add_parser(
+        "synth",
+        help="write synthetic training scenes (SA-1B layout)",
+        description="Deterministic synthetic scenes: OUT/sa_000001.jpg + OUT/sa_000001.json (SA-1B per-image JSON).",
+    )
+    syn.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    syn.add_argument("--out", "-o", type=Path, required=True, help="output directory")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    syn.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
+                     help="image height and width in pixels (default 480 640)")  # fmt: skip
+    val = sub.add_parser(
+        "val",
+        help="class-agnostic COCO box and mask metrics on a dataset",
+        description="Everything mode on every image of a dataset; prints AP / AR (all instances one class, "
+        "maxDets 10, 100, 1000) and writes OUT/metrics.json.",
+    )
+    val.add_argument("--data", type=Path, required=True, help="dataset directory (or SA-1B .tar, COCO .json)")
+    val.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}",
+                     help="dataset layout (default auto: detected from the directory contents)")
+    val.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    val.add_argument("--out", "-o", type=Path, default=Path("out"), help="output directory (default ./out)")
+    val.add_argument("--imgsz", type=positive_int,
+                     help="network input long side (default: the model's training size, else 1024)")
+    val.add_argument("--conf", type=finite, default=0.001, help="score threshold (default 0.001)")
+    val.add_argument("--iou", type=finite, default=0.7, help="NMS IoU threshold (default 0.7)")
+    val.add_argument("--max-det", type=positive_int, default=1000, help="maximum masks per image (default 1000)")
+    val.add_argument("--limit", type=int, help="evaluate only the first N images")
+    val.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    val.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    tr = sub.add_parser(
+        "train",
+        help="train or fine-tune on a dataset (one process, or many under torchrun)",
+        description="Train a fresh network (--model n|s|m|l|x) or fine-tune a weight file. Writes OUT/log.jsonl "
+        "(losses per iteration), OUT/metrics.jsonl (with --val-data), OUT/weights/last.pt (resumable) and "
+        "OUT/weights/model.safetensors (EMA weights). Multi-GPU / multi-node: torchrun --nproc_per_node N -m fastsam.cli train ...",
+    )
+    tr.add_argument("--data", type=Path, help="training dataset directory (SA-1B, COCO or YOLO layout)")
+    tr.add_argument("--val-data", type=Path, help="validation dataset (metrics after each --val-period epochs)")
+    tr.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}", help="dataset layout (default auto)")
+    tr.add_argument("--model", "-m", default="s", help="n|s|m|l|x (fresh) or a weight file to fine-tune (default s)")
+    tr.add_argument("--resume", type=Path, help="continue a run from its OUT/weights/last.pt (other options ignored)")
+    tr.add_argument("--out", "-o", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
+    for name, typ, default, text in _TRAIN_OPTIONS:
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=default, help=text)
+    tr.add_argument("--cos-lr", action="store_true", help="cosine learning-rate decay (default linear)")
+    tr.add_argument("--no-ema", action="store_true", help="do not keep an exponential moving average of the weights")
+    tr.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (AMP is used on CUDA by default)")
+    tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+
+
+def _add_serve_parser(sub: Any) -> None:
+    from ..config import PredictConfig
+
+    d = PredictConfig()
+    srv = sub.add_parser(
+        "serve",
+        help="web page and HTTP API (needs the 'serve' extra)",
+        description="Serve a web page (open an image, click, drag, type) and a JSON API (/openapi.json) for "
+        "everything mode and prompts. Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    srv.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    srv.add_argument("--max-pixels", type=positive_int, default=25_000_000,
+                     help="largest image, width x height (default 25000000)")  # fmt: skip
+    srv.add_argument("--max-upload-mb", type=finite, default=25.0, help="largest request body in MiB (default 25)")
+    srv.add_argument("--clip-weights", type=Path,
+                     help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)")  # fmt: skip
+    srv.add_argument("--clip-model", help="open_clip model name of --clip-weights")
+    srv.add_argument("--imgsz", type=positive_int,
+                     help=f"network input long side (default: the model's training size, else {d.imgsz})")  # fmt: skip
+    srv.add_argument("--conf", type=finite, default=d.conf, help=f"score threshold (default {d.conf})")
+    srv.add_argument("--iou", type=finite, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
+    srv.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastsam", description="Fast Segment Anything (FastSAM).")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and whether the C kernels are built")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_image_commands(sub)
+    _add_other_commands(sub)
+    _add_serve_parser(sub)
+    return parser
