@@ -125,8 +125,13 @@ def read_clip_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool, boo
     with open(path, "rb") as f:
         head = f.read(9)
     quick = scripted = False
+    is_safetensors = path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle: protocol 2+ starts with 0x80)
+    if not (is_safetensors or zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path} is not a CLIP weight file (unknown format; expected a torch state dict, a "
+                              ".safetensors file or OpenAI's TorchScript release)")  # fmt: skip
     try:
-        if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):
+        if is_safetensors:
             from safetensors.torch import load_file
 
             obj: Any = load_file(str(path), device="cpu")

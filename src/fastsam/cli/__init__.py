@@ -32,7 +32,8 @@ def _dispatch(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsam`` command; returns the exit code."""
     try:
-        args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+        parser = build_parser()
+        args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv, parser))
         return _dispatch(args)
     except (UsageError, FastSAMError) as exc:
         print(f"fastsam: error: {exc}", file=sys.stderr)

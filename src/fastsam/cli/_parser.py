@@ -22,9 +22,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: needs several GB; at 100000 the allocation alone would exhaust any machine.
 DEFAULT_MAX_IMGSZ = 4096
 
-# options whose values may start with "-" (negative coordinates): argparse would take "-1,10" for an option
-_VALUE_OPTIONS = ("--point", "--box")
-_NEGATIVE_VALUE = re.compile(r"^-[0-9.]")
+# a value that starts with "-" but is a number (or a list of them): argparse would take "-1,10" or
+# "-inf" for an option; "-0.5" alone it already accepts
+_NEGATIVE_VALUE = re.compile(r"^-([0-9.]|inf|nan)", re.IGNORECASE)
 
 
 class UsageError(Exception):
@@ -38,21 +38,35 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def normalise_argv(argv: Sequence[str]) -> list[str]:
-    """``--point -1,10`` -> ``--point=-1,10``, so that negative coordinates parse (and are then
-    validated against the image) instead of being mistaken for an unknown option."""
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings (of the parser and all its sub-commands) that take a value."""
+    out: set[str] = set()
+    for action in parser._actions:  # argparse has no public walk over its actions
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                out |= _value_options(child)
+        elif action.option_strings and action.nargs != 0:
+            out.update(action.option_strings)
+    return out
+
+
+def normalise_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--point -1,10`` -> ``--point=-1,10`` (and ``--conf -inf`` -> ``--conf=-inf``) for options that
+    take a value, so that negative numbers parse (and are then validated) instead of being mistaken
+    for an unknown option."""
+    takes_value = _value_options(parser)
     out: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
         a = args[i]
-        if a in _VALUE_OPTIONS and i + 1 < len(args) and _NEGATIVE_VALUE.match(args[i + 1]):
-            out.append(f"{a}={args[i + 1]}")
-            i += 2
-            continue
         if a == "--":
             out.extend(args[i:])
             break
+        if a in takes_value and i + 1 < len(args) and _NEGATIVE_VALUE.match(args[i + 1]):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+            continue
         out.append(a)
         i += 1
     return out
