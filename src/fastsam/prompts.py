@@ -33,15 +33,23 @@ class PointSelection:
     mask: np.ndarray
 
 
+def _numbers(value: object, what: str, example: str) -> np.ndarray:
+    """``value`` as a float64 array; FastSAMError (not numpy's ValueError) for ragged lists, text, None."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise FastSAMError(f"{what} must be a list of {example} numbers") from None
+
+
 def validate_points(points: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray | None,
                     image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(K, 2) float x, y and (K,) int labels; raise FastSAMError naming the first bad entry."""
-    pts = np.asarray(points, dtype=np.float64)
+    pts = _numbers(points, "points", "[x, y]")
     if pts.size == 0:
         raise FastSAMError("no points given")
     if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
         raise FastSAMError(f"points must be a list of [x, y] pairs, got shape {pts.shape}")
-    lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels)
+    lab = np.ones(len(pts), dtype=np.int64) if labels is None else _numbers(labels, "labels", "0 / 1")
     if lab.shape != (len(pts),):
         raise FastSAMError(f"got {len(pts)} points but {lab.size} labels")
     if not np.isin(lab, (0, 1)).all():
@@ -61,7 +69,7 @@ def validate_boxes(boxes: Sequence[Sequence[float]] | np.ndarray, image_size: tu
     and xywh boxes overshoot. A box that is empty (x2 <= x1 or y2 <= y1) or lies wholly outside
     the image is refused rather than silently matched to some mask.
     """
-    b = np.asarray(boxes, dtype=np.float64)
+    b = _numbers(boxes, "boxes", "[x1, y1, x2, y2]")
     if b.size == 0:
         raise FastSAMError("no boxes given")
     if b.ndim == 1 and b.size == 4:
