@@ -219,6 +219,8 @@ def prompt(args: argparse.Namespace) -> int:
 
     if not (args.point or args.box or args.text):
         raise FastSAMError("give at least one --point, --box or --text")
+    if any(not t.strip() for t in args.text):
+        raise FastSAMError("text prompts must be non-empty (--text)")
     scorer = _text_scorer(args) if args.text else None
     points = [p[:2] for p in args.point]
     labels = [int(p[2]) for p in args.point]
