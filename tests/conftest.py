@@ -46,3 +46,19 @@ def ultra_ckpts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_ckpt(ultra_ckpts: Path) -> Path:
     return ultra_ckpts / "FastSAM-s.pt"
+
+
+@pytest.fixture
+def usage_error(capsys: pytest.CaptureFixture[str]):
+    """``usage_error(rc)``: assert a CLI user error (exit 2, exactly one stderr line, the error line,
+    no traceback) and return that line."""
+
+    def check(rc: int) -> str:
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("fastsam: error:"), err
+        assert "Traceback" not in err
+        return lines[0]
+
+    return check

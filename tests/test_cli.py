@@ -62,16 +62,6 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("fastsam: error:")]
 
 
-def _assert_usage_error(capsys, rc: int) -> str:
-    """Exit 2, exactly one stderr line, and it is the error line."""
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastsam: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 # ------------------------------------------------------------------------------ segment
 def test_segment_writes_json_and_png(default_run, small_ckpt, zidane):
     """Records in SAM's coco_rle format that match the API's masks; an overlay PNG."""
@@ -173,45 +163,45 @@ def test_same_stem_inputs_do_not_overwrite(segment, tmp_path):
 
 
 # -------------------------------------------------------------------------- user errors
-def test_missing_image(segment, tmp_path, capsys):
+def test_missing_image(segment, tmp_path, capsys, usage_error):
     rc, _ = segment(tmp_path / "nope.jpg")
-    assert "nope.jpg" in _assert_usage_error(capsys, rc)
+    assert "nope.jpg" in usage_error(rc)
 
 
-def test_corrupt_image(segment, tmp_path, capsys):
+def test_corrupt_image(segment, tmp_path, capsys, usage_error):
     bad = tmp_path / "x.jpg"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     rc, _ = segment(bad)
-    assert "x.jpg" in _assert_usage_error(capsys, rc)
+    assert "x.jpg" in usage_error(rc)
 
 
 @pytest.mark.parametrize("kind", ["missing", "jpeg"])
-def test_bad_model_path(zidane, tmp_path, capsys, kind):
+def test_bad_model_path(zidane, tmp_path, capsys, kind, usage_error):
     model = tmp_path / "none.pt" if kind == "missing" else zidane
     rc = main(["segment", str(zidane), "--model", str(model), "--out", str(tmp_path / "out")])
-    _assert_usage_error(capsys, rc)
+    usage_error(rc)
     assert not (tmp_path / "out" / "zidane.json").exists()
 
 
 @pytest.mark.parametrize("args", [["--conf", "2"], ["--iou", "-1"], ["--imgsz", "0"], ["--max-det", "0"]])
-def test_out_of_range_option(segment, zidane, capsys, args):
+def test_out_of_range_option(segment, zidane, capsys, args, usage_error):
     rc, _ = segment(zidane, args=args)
-    line = _assert_usage_error(capsys, rc)
+    line = usage_error(rc)
     name = args[0].lstrip("-")
     assert name in line or name.replace("-", "_") in line, line
 
 
-def test_unknown_option_exits_2(segment, zidane, capsys):
+def test_unknown_option_exits_2(segment, zidane, capsys, usage_error):
     rc, out = segment(zidane, args=["--bogus"])
-    assert "--bogus" in _assert_usage_error(capsys, rc)  # one line, no usage block
+    assert "--bogus" in usage_error(rc)  # one line, no usage block
     assert not any(out.iterdir())
 
 
-def test_output_directory_is_a_file(zidane, small_ckpt, tmp_path, capsys):
+def test_output_directory_is_a_file(zidane, small_ckpt, tmp_path, capsys, usage_error):
     out = tmp_path / "out"
     out.write_text("a file")
     rc = main(["segment", str(zidane), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out)])
-    assert "out" in _assert_usage_error(capsys, rc)
+    assert "out" in usage_error(rc)
     assert out.read_text() == "a file"
 
 
@@ -238,11 +228,11 @@ def test_convert(small_ckpt, tmp_path, capsys):
     assert sum(p.numel() for p in net.parameters()) > 1_000_000
 
 
-def test_convert_refuses_to_overwrite_its_input(small_ckpt, tmp_path, capsys):
+def test_convert_refuses_to_overwrite_its_input(small_ckpt, tmp_path, capsys, usage_error):
     src = tmp_path / "s.pt"
     src.write_bytes(small_ckpt.read_bytes())
     rc = main(["convert", str(src), str(tmp_path / "." / "s.pt")])
-    _assert_usage_error(capsys, rc)
+    usage_error(rc)
     assert src.read_bytes() == small_ckpt.read_bytes()
 
 

@@ -27,39 +27,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "examples" / "shapes.jpg"  # 960x640
 
 
-def _one_error_line(capsys, rc: int) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastsam: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------- 1. outputs never replace inputs
-def test_segment_out_dot_refuses_to_replace_the_input_png(tmp_path, capsys, monkeypatch):
+def test_segment_out_dot_refuses_to_replace_the_input_png(tmp_path, capsys, monkeypatch, usage_error):
     photo = tmp_path / "photo.png"
     Image.open(SHAPES).save(photo)
     before = _snapshot(tmp_path)
     monkeypatch.chdir(tmp_path)
     rc = main(["segment", "photo.png", "--out", "."])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert "would overwrite the input photo.png" in line
     assert _snapshot(tmp_path) == before  # nothing written, nothing replaced
 
 
-def test_segment_dir_into_itself_refuses_only_on_collision(tmp_path, capsys):
+def test_segment_dir_into_itself_refuses_only_on_collision(tmp_path, capsys, usage_error):
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(SHAPES, photos / "a.jpg")
     Image.open(SHAPES).save(photos / "a.png")  # a.jpg's overlay would be photos/a.png
     before = _snapshot(photos)
     rc = main(["segment", str(photos), "--out", str(photos)])
-    assert "a.png" in _one_error_line(capsys, rc)
+    assert "a.png" in usage_error(rc)
     assert _snapshot(photos) == before
     (photos / "a.png").unlink()
     assert main(["segment", str(photos), "--out", str(photos)]) == 0  # no collision: outputs beside the input
@@ -67,7 +58,7 @@ def test_segment_dir_into_itself_refuses_only_on_collision(tmp_path, capsys):
     assert json.loads((photos / "a.json").read_text())
 
 
-def test_output_that_is_a_hard_link_to_the_input_is_refused(tmp_path, capsys):
+def test_output_that_is_a_hard_link_to_the_input_is_refused(tmp_path, capsys, usage_error):
     src = tmp_path / "in" / "x.jpg"
     src.parent.mkdir()
     shutil.copy(SHAPES, src)
@@ -75,7 +66,7 @@ def test_output_that_is_a_hard_link_to_the_input_is_refused(tmp_path, capsys):
     out.mkdir()
     os.link(src, out / "x.png")  # same file under the output's name
     rc = main(["segment", str(src), "--out", str(out)])
-    assert "would overwrite" in _one_error_line(capsys, rc)
+    assert "would overwrite" in usage_error(rc)
     assert src.read_bytes() == SHAPES.read_bytes()
 
 
@@ -86,9 +77,9 @@ def test_writes_leave_no_temporary_files(tmp_path):
 
 # ---------------------------------------------------------------- 2. devices
 @pytest.mark.parametrize("device", ["bogus", "cuda:99", *(["cuda"] if not torch.cuda.is_available() else [])])
-def test_bad_or_absent_device_is_one_line(tmp_path, capsys, device):
+def test_bad_or_absent_device_is_one_line(tmp_path, capsys, device, usage_error):
     rc = main(["segment", str(SHAPES), "--device", device, "--out", str(tmp_path / "o")])
-    assert "device" in _one_error_line(capsys, rc)
+    assert "device" in usage_error(rc)
     assert not (tmp_path / "o").exists()
     with pytest.raises(FastSAMError, match="device"):
         FastSAM(device=device)
@@ -124,25 +115,25 @@ def test_overlay_of_no_masks_is_the_image():
 
 @pytest.mark.parametrize("option", ["--text-threshold", "--conf", "--iou"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_non_finite_numbers_are_refused(tmp_path, capsys, option, value):
+def test_non_finite_numbers_are_refused(tmp_path, capsys, option, value, usage_error):
     rc = main(["prompt", str(SHAPES), "--text", "a star", option, value, "--out", str(tmp_path / "o")])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert option in line and "finite" in line
     assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------- 4. input size and pixel caps
-def test_imgsz_has_an_upper_bound_that_an_option_raises(tmp_path, capsys):
+def test_imgsz_has_an_upper_bound_that_an_option_raises(tmp_path, capsys, usage_error):
     rc = main(["segment", str(SHAPES), "--imgsz", "100000", "--out", str(tmp_path / "o")])
-    assert "--max-imgsz" in _one_error_line(capsys, rc)
+    assert "--max-imgsz" in usage_error(rc)
     rc = main(["segment", str(SHAPES), "--imgsz", "100000", "--max-imgsz", "200000", "--out", str(tmp_path / "o")])
-    assert "imgsz" in _one_error_line(capsys, rc)  # still bounded by the API's hard limit
+    assert "imgsz" in usage_error(rc)  # still bounded by the API's hard limit
     with pytest.raises(FastSAMError, match="imgsz"):
         FastSAM()(SHAPES, imgsz=100000)
     assert not (tmp_path / "o").exists()
 
 
-def test_pixel_cap_is_checked_before_decoding(tmp_path, capsys):
+def test_pixel_cap_is_checked_before_decoding(tmp_path, capsys, usage_error):
     huge = tmp_path / "huge.png"
     Image.new("1", (12000, 12000)).save(huge)  # a few KB on disk, 144 MP (432 MB as RGB) decoded
     assert huge.stat().st_size < 200_000
@@ -150,13 +141,13 @@ def test_pixel_cap_is_checked_before_decoding(tmp_path, capsys):
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rc = main(["segment", str(huge), "--out", str(tmp_path / "o")])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert "12000x12000" in line and "--max-pixels" in line
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing decoded
     small = tmp_path / "small.png"
     Image.open(SHAPES).save(small)
     rc = main(["segment", str(small), "--max-pixels", "100000", "--out", str(tmp_path / "o")])
-    assert "960x640" in _one_error_line(capsys, rc)
+    assert "960x640" in usage_error(rc)
     assert main(["segment", str(small), "--max-pixels", "700000", "--out", str(tmp_path / "o")]) == 0
 
 
@@ -172,33 +163,33 @@ def test_fifo_source_is_refused_at_once(tmp_path):
 
 
 # ---------------------------------------------------------------- 6. messages users can act on
-def test_clip_weights_that_are_an_image(tmp_path, capsys):
+def test_clip_weights_that_are_an_image(tmp_path, capsys, usage_error):
     rc = main(["prompt", str(SHAPES), "--text", "a star", "--clip-weights", str(SHAPES), "--out", str(tmp_path)])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert "not a CLIP weight file" in line and "KeyError" not in line
 
 
-def test_unknown_or_inapplicable_clip_model(tmp_path, capsys):
+def test_unknown_or_inapplicable_clip_model(tmp_path, capsys, usage_error):
     rc = main(["prompt", str(SHAPES), "--text", "a star", "--clip-model", "ViT-Nope-99", "--out", str(tmp_path)])
-    assert "unknown CLIP model 'ViT-Nope-99'" in _one_error_line(capsys, rc)
+    assert "unknown CLIP model 'ViT-Nope-99'" in usage_error(rc)
     rc = main(["prompt", str(SHAPES), "--text", "a star", "--clip-model", "ViT-B-32", "--out", str(tmp_path)])
-    assert "does not apply" in _one_error_line(capsys, rc)  # the demo CLIP names its own architecture
+    assert "does not apply" in usage_error(rc)  # the demo CLIP names its own architecture
 
 
-def test_convert_into_an_existing_directory(tmp_path, capsys):
+def test_convert_into_an_existing_directory(tmp_path, capsys, usage_error):
     from fastsam.weights import default_model_path
 
     target = tmp_path / "existing_dir"
     target.mkdir()
     rc = main(["convert", str(default_model_path()), str(target)])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert "existing_dir is a directory" in line and ".tmp" not in line
     assert not any(target.iterdir())
 
 
-def test_negative_coordinates_parse_then_validate(tmp_path, capsys):
+def test_negative_coordinates_parse_then_validate(tmp_path, capsys, usage_error):
     rc = main(["prompt", str(SHAPES), "--point", "-1,10", "--out", str(tmp_path / "o")])
-    line = _one_error_line(capsys, rc)
+    line = usage_error(rc)
     assert "point 0 (-1, 10) lies outside the 960x640 image" in line
     rc = main(["prompt", str(SHAPES), "--box", "-5,-5,300,200", "--out", str(tmp_path / "b")])
     assert rc == 0, capsys.readouterr().err  # reaches past the border: clipped (see 7)
