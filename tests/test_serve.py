@@ -331,8 +331,8 @@ def test_unknown_image_id(client):
 @pytest.mark.parametrize(("body", "status", "text"), [
     ({"points": [[400, 10]]}, 422, "invalid prompt: point 0 (400, 10) lies outside the 320x240 image"),
     ({"points": [[-1, 10]]}, 422, "invalid prompt: point 0 (-1, 10) lies outside the 320x240 image"),
-    ({"boxes": [[10, 10, 400, 100]]}, 422, "invalid prompt: box 0 (10, 10, 400, 100) is empty or outside the 320x240"),
-    ({"boxes": [[50, 50, 40, 60]]}, 422, "invalid prompt: box 0 (50, 50, 40, 60) is empty or outside"),
+    ({"boxes": [[330, 10, 400, 100]]}, 422, "invalid prompt: box 0 (330, 10, 400, 100) lies outside the 320x240"),
+    ({"boxes": [[50, 50, 40, 60]]}, 422, "invalid prompt: box 0 (50, 50, 40, 60) is empty"),
     ({"points": [[1, 2], [3, 4]], "labels": [1]}, 422, "invalid prompt: got 2 points but 1 labels"),
     ({"points": [[1, 2]], "labels": [2]}, 422, "invalid request: labels.0: Input should be 0 or 1"),
     ({"points": [[1, 2, 3]]}, 422, "invalid request: points.0: List should have at most 2 items"),
