@@ -316,8 +316,9 @@ def test_body_limit_by_header_and_by_counting(client, world):
             yield b"\0" * 100_000
 
     assert error(client.post("/api/images", content=chunks()), 413) == msg
+    # a prompt has its own, smaller limit (max_prompt_bytes, 1 MiB by default), counted the same way
     assert error(client.post("/api/images/0/prompt", content=chunks(), headers={"content-type": "application/json"}),
-                 413) == msg  # fmt: skip
+                 413) == "prompt body exceeds this server's limit of 1048576 bytes"  # fmt: skip
     # the server is still fine
     assert client.post("/api/images", content=world["png"]).status_code == 200
 
@@ -467,7 +468,7 @@ def test_result_cache_lru_by_bytes():
 # -- concurrency -------------------------------------------------------------------------------------------
 def test_model_runs_one_at_a_time_and_prompts_do_not_wait_for_it(world):
     pred = FakePredictor(world["rgb"], world["segments"])
-    app = create_app(pred)
+    app = create_app(pred, max_pending=4)  # room for the three uploads that queue for the model
     with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=20) as http:
         key = http.post("/api/images", content=world["png"]).json()["id"]
         pred.gate = threading.Event()  # the next network runs block until the gate opens
@@ -489,7 +490,7 @@ def test_model_runs_one_at_a_time_and_prompts_do_not_wait_for_it(world):
 
 def test_concurrent_uploads_of_one_image_run_the_network_once(world):
     pred = FakePredictor(world["rgb"], world["segments"], delay=0.3)
-    with BackgroundServer(create_app(pred)) as url, ThreadPoolExecutor(4) as pool:
+    with BackgroundServer(create_app(pred, max_pending=4)) as url, ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: httpx.post(f"{url}/api/images", content=world["png"], timeout=20).json(),
                                 range(4)))  # fmt: skip
     assert pred.calls == 1 and len({a["id"] for a in answers}) == 1
