@@ -8,6 +8,11 @@ Run as a script in its own process:
         statistics and head biases so that scores spread around the thresholds, and save them with
         ultralytics' own checkpoint routine (``strip_optimizer``: fp16 pickled SegmentationModel).
 
+    python ultra_ref.py make-eps OUTDIR
+        FastSAM-s-eps.pt: FastSAM-s (seed 0) whose BatchNorm layers have eps 1e-5, two of them yet
+        another value (EPS_LAYERS), set before calibration as a model trained so would have them; and
+        FastSAM-n variants with one constant the fastsam network cannot follow (BAD_VARIANTS).
+
     python ultra_ref.py run CKPT IMAGE OUT.npz --imgsz N --conf C --iou I [--no-retina]
         Reference outputs for one image: raw head outputs on the letterboxed input, the pipeline of the
         original FastSAM rebuilt from ultralytics' ops, and ultralytics' own FastSAMPredictor.
@@ -34,7 +39,11 @@ def _assets() -> Path:
     return Path(ultralytics.__file__).parent / "assets"
 
 
-def build(scale: str, reg_max: int, seed: int):
+EPS_DEFAULT = 1e-5
+EPS_LAYERS = {"model.0.bn": 1e-4, "model.22.cv4.1.1.bn": 0.05}  # ultralytics layer -> eps
+
+
+def build(scale: str, reg_max: int, seed: int, eps: float | None = None):
     from ultralytics.nn.modules import DFL, Conv
     from ultralytics.nn.tasks import SegmentationModel
 
@@ -52,6 +61,10 @@ def build(scale: str, reg_max: int, seed: int):
         for m in head.cv2.modules():  # as ultralytics' initialize_weights does for every BN it builds
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eps, m.momentum = 1e-3, 0.03
+    if eps is not None:
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eps = EPS_LAYERS.get(name, eps)
     gen = torch.Generator().manual_seed(seed + 1)
     # Calibrate BatchNorm on real photos so activations neither vanish nor explode, then perturb.
     imgs = []
@@ -134,6 +147,48 @@ def make(outdir: Path, only_s: bool = False) -> None:
         return
     save(build("x", 26, seed=1), outdir / "FastSAM-x.pt", 1024)
     save_legacy(build("s", 16, seed=0), outdir / "FastSAM-s-legacy.pt")
+
+
+def _bad_variants(base):
+    """name -> FastSAM-n with one layer constant changed, as a modified or differently built model would store it."""
+    import copy
+
+    def edit(fn):
+        model = copy.deepcopy(base)
+        fn(model)
+        return model
+
+    def set_attr(path, attr, value):
+        return lambda model: setattr(model.get_submodule(path), attr, value)
+
+    def fuse(model):
+        model.fuse(verbose=False)  # ultralytics' own Conv+BN fold: the Conv layers lose their BatchNorm
+
+    return {
+        "eps-nan": edit(set_attr("model.4.m.0.cv1.bn", "eps", float("nan"))),
+        "eps-zero": edit(set_attr("model.0.bn", "eps", 0.0)),
+        "eps-negative": edit(set_attr("model.22.proto.cv1.bn", "eps", -1e-3)),
+        "eps-inf": edit(set_attr("model.12.cv2.bn", "eps", float("inf"))),
+        "eps-string": edit(set_attr("model.3.bn", "eps", "0.001")),
+        "pool-kernel": edit(lambda m: (set_attr("model.9.m", "kernel_size", 3)(m), set_attr("model.9.m", "padding", 1)(m))),
+        "upsample-mode": edit(set_attr("model.13", "mode", "bilinear")),
+        "no-activation": edit(set_attr("model.9.cv1", "act", torch.nn.Identity())),
+        "conv-dilation": edit(set_attr("model.16.conv", "dilation", (2, 2))),
+        "sppf-shortcut": edit(set_attr("model.9", "add", True)),
+        "bottleneck-add": edit(set_attr("model.12.m.0", "add", True)),
+        "rewired": edit(set_attr("model.11", "f", [-1, 4])),
+        "fused": edit(fuse),
+    }
+
+
+def make_eps(outdir: Path) -> None:
+    save(build("s", 16, seed=0, eps=EPS_DEFAULT), outdir / "FastSAM-s-eps.pt", 640)
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(3)
+    base = SegmentationModel("yolov8n-seg.yaml", nc=1, verbose=False).eval()
+    for name, model in _bad_variants(base).items():
+        save(model, outdir / f"bad-{name}.pt", 640)
 
 
 def _letterbox(img_bgr: np.ndarray, imgsz: int) -> torch.Tensor:
@@ -224,6 +279,7 @@ def main(argv: list[str]) -> None:
     m = sub.add_parser("make")
     m.add_argument("outdir", type=Path)
     m.add_argument("--only-s", action="store_true", help="only FastSAM-s.pt")
+    sub.add_parser("make-eps").add_argument("outdir", type=Path)
     r = sub.add_parser("run")
     r.add_argument("ckpt", type=Path)
     r.add_argument("image", type=Path)
@@ -235,6 +291,8 @@ def main(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     if a.cmd == "make":
         make(a.outdir, a.only_s)
+    elif a.cmd == "make-eps":
+        make_eps(a.outdir)
     else:
         run(a.ckpt, a.image, a.out, a.imgsz, a.conf, a.iou, not a.no_retina)
 

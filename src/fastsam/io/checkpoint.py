@@ -3,7 +3,11 @@
 Formats, recognised by content (not by file name):
 
 * **fastsam safetensors** (our own): tensors under our readable names, plus JSON metadata
-  ``{"format": "fastsam", "config": {...}, "provenance": {...}}``.
+  ``{"format": "fastsam", "config": {...}, "provenance": {...}}`` and, only for networks whose
+  BatchNorm eps is not YOLOv8's 1e-3 everywhere, ``"bn_eps": {"default": 1e-05, "layers":
+  {"backbone.stem.bn": 0.0001}}``: ``default`` applies to every BatchNorm not listed in ``layers``
+  (either may be absent; a missing ``default`` and a file without the field mean 1e-3). eps is a
+  per-layer constant, not a tensor, so it needs its own field to survive a conversion.
 * **ultralytics pickles** (the released ``FastSAM-s.pt`` / ``FastSAM-x.pt``): read through the
   allow-listing unpickler in :mod:`fastsam.io.ultralytics`; nothing inside is executed.
 
@@ -14,6 +18,9 @@ naming them.
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,8 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
-from ..nn.model import FastSAMNet
+from ..nn.blocks import BN_EPS
+from ..nn.model import FastSAMNet, set_batchnorm_eps
 from .ultralytics import read_ultralytics_checkpoint
 
 __all__ = ["LoadedWeights", "read_weights", "load_model", "save_safetensors", "convert", "load_state_strict"]
@@ -34,11 +42,14 @@ FORMAT_VERSION = "1"
 
 @dataclass
 class LoadedWeights:
-    """A state dict in our names, the architecture it fits, and where it came from."""
+    """A state dict in our names, the architecture it fits, where it came from, and the eps of each
+    BatchNorm that differs from ``BN_EPS`` (by our layer name; apply with
+    :func:`fastsam.nn.model.set_batchnorm_eps`: loading the tensors alone is not enough)."""
 
     state: dict[str, Tensor]
     config: ModelConfig
     provenance: dict[str, Any] = field(default_factory=dict)
+    bn_eps: dict[str, float] = field(default_factory=dict)
 
 
 def _sniff(path: Path) -> str:
@@ -77,7 +88,61 @@ def _read_safetensors(path: Path) -> LoadedWeights:
         provenance = json.loads(meta.get("provenance", "{}"))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid fastsam metadata ({exc})") from None
-    return LoadedWeights(state, cfg, provenance)
+    try:
+        bn_eps = _parse_bn_eps(meta.get("bn_eps"), _batchnorm_names(state))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return LoadedWeights(state, cfg, provenance, bn_eps)
+
+
+def _batchnorm_names(state: Mapping[str, Tensor]) -> list[str]:
+    """Our BatchNorm layer names, from the tensors they own (``backbone.stem.bn.running_var``)."""
+    return sorted(k[: -len(".running_var")] for k in state if k.endswith(".running_var"))
+
+
+def _valid_eps(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _parse_bn_eps(field_text: str | None, names: list[str]) -> dict[str, float]:
+    """The ``bn_eps`` metadata field -> eps of every BatchNorm other than ``BN_EPS``, by layer name."""
+    if field_text is None:
+        return {}
+    try:
+        spec = json.loads(field_text)
+    except ValueError as exc:
+        raise CheckpointError(f"invalid bn_eps metadata ({exc})") from None
+    if not isinstance(spec, dict) or set(spec) - {"default", "layers"} or not isinstance(spec.get("layers", {}), dict):
+        raise CheckpointError('invalid bn_eps metadata: expected {"default": eps, "layers": {layer: eps}}')
+    default, layers = spec.get("default", BN_EPS), spec.get("layers", {})
+    if not _valid_eps(default):
+        raise CheckpointError(f"bn_eps metadata: default eps {default!r} is not a finite positive number")
+    for name, value in layers.items():
+        if name not in names:
+            raise CheckpointError(f"bn_eps metadata names {name!r}, which is not a BatchNorm of the network")
+        if not _valid_eps(value):
+            raise CheckpointError(f"bn_eps metadata: BatchNorm {name} has eps {value!r}; expected a finite positive number")
+    full = {name: float(layers.get(name, default)) for name in names}
+    return {name: value for name, value in full.items() if value != BN_EPS}
+
+
+def _format_bn_eps(bn_eps: Mapping[str, float], names: list[str]) -> str | None:
+    """Per-layer eps -> the ``bn_eps`` field (the most common eps as default), or None if all are BN_EPS."""
+    unknown = sorted(set(bn_eps) - set(names))
+    if unknown:
+        raise CheckpointError(f"eps given for {unknown[0]}, which is not a BatchNorm of the state dict")
+    bad = [name for name, value in bn_eps.items() if not _valid_eps(value)]
+    if bad:
+        raise CheckpointError(f"BatchNorm {bad[0]} has eps {bn_eps[bad[0]]!r}; expected a finite positive number")
+    full = {name: float(bn_eps.get(name, BN_EPS)) for name in names}
+    if all(value == BN_EPS for value in full.values()):
+        return None
+    default = Counter(full.values()).most_common(1)[0][0]
+    spec: dict[str, Any] = {"default": default}
+    layers = {name: value for name, value in full.items() if value != default}
+    if layers:
+        spec["layers"] = layers
+    return json.dumps(spec)
 
 
 def read_weights(path: str | Path) -> LoadedWeights:
@@ -86,9 +151,9 @@ def read_weights(path: str | Path) -> LoadedWeights:
     kind = _sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path)
-    state, cfg, meta = read_ultralytics_checkpoint(path)
+    state, cfg, meta, bn_eps = read_ultralytics_checkpoint(path)
     meta["source_file"] = path.name
-    return LoadedWeights(state, cfg, meta)
+    return LoadedWeights(state, cfg, meta, bn_eps)
 
 
 def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint", assign: bool = False
@@ -129,15 +194,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FastSAMN
     # The file's tensors become the network's (no random init, no second allocation; and no
     # to_empty(), whose first call imports sympy: most of a second on a cold start).
     load_state_strict(model, weights.state, source=str(path), assign=True)
+    try:
+        set_batchnorm_eps(model, weights.bn_eps)  # per-layer constants: not in the tensors
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc.args[0]}") from None
     model.provenance = weights.provenance  # type: ignore[assignment]
     return model.float().eval().to(device)
 
 
 def save_safetensors(
     state: dict[str, Tensor], config: ModelConfig, path: str | Path, provenance: dict[str, Any] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None, bn_eps: Mapping[str, float] | None = None,
 ) -> Path:  # fmt: skip
-    """Write our own format: safetensors of ``state`` (optionally cast to ``dtype``) plus JSON metadata."""
+    """Write our own format: safetensors of ``state`` (optionally cast to ``dtype``) plus JSON metadata.
+
+    ``bn_eps``: eps of the BatchNorm layers that differ from ``BN_EPS`` (by layer name, as
+    :func:`fastsam.nn.model.batchnorm_eps` gives them), recorded in the ``bn_eps`` field.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -153,6 +226,9 @@ def save_safetensors(
         "config": json.dumps(config.to_dict()),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
+    eps_field = _format_bn_eps(bn_eps or {}, _batchnorm_names(state))
+    if eps_field is not None:
+        meta["bn_eps"] = eps_field
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -172,4 +248,4 @@ def convert(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None) 
         load_state_strict(FastSAMNet(weights.config), weights.state, source=str(src))
     provenance = dict(weights.provenance)
     provenance.setdefault("converted_from", Path(src).name)
-    return save_safetensors(weights.state, weights.config, dst, provenance, dtype=dtype)
+    return save_safetensors(weights.state, weights.config, dst, provenance, dtype=dtype, bn_eps=weights.bn_eps)

@@ -84,9 +84,11 @@ def is_inert(obj: Any, name: str | None = None) -> bool:
 
 def _safe_getattr(obj: Any, name: str, *default: Any) -> Any:
     # Protocol-2 pickles reference methods as getattr(Class, "method") (ultralytics stores
-    # Detect.forward on its Segment head). Only placeholders may be looked into: a real getattr
-    # would let a pickle walk from an allowed function to its globals and on to os.system.
-    if isinstance(obj, type) and issubclass(obj, Inert):
+    # Detect.forward on its Segment head) and bound methods as getattr(instance, "method") (a fused
+    # Conv stores its forward_fuse). Only placeholders may be looked into, and they answer with
+    # another placeholder: a real getattr would let a pickle walk from an allowed function to its
+    # globals and on to os.system.
+    if (isinstance(obj, type) and issubclass(obj, Inert)) or isinstance(obj, Inert):
         return _inert_class(obj._pickled_module, f"{obj._pickled_name}.{name}")
     raise UnsafeCheckpointError(
         f"refusing to load: the checkpoint asks for getattr({type(obj).__name__}, {name!r}), "

@@ -1,4 +1,8 @@
-"""Fold BatchNorm into the preceding convolution for inference."""
+"""Fold BatchNorm into the preceding convolution for inference.
+
+Each BatchNorm is folded with its own eps (checkpoints may carry other values than YOLOv8's 1e-3,
+per layer; see :func:`fastsam.nn.model.set_batchnorm_eps`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ __all__ = ["fuse_conv_bn"]
 
 
 def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  W' x + b'
+    # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  W' x + b', with this layer's eps
     fused = nn.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
         conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype,

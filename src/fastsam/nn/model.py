@@ -6,15 +6,20 @@ and inference); decoding boxes and scores is :func:`fastsam.ops.decode.decode_pr
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .blocks import C2f, SPPF, Branch, ConvBnAct, Proto
+from .blocks import BN_EPS, C2f, SPPF, Branch, ConvBnAct, Proto
 
-__all__ = ["HeadOutput", "Backbone", "Neck", "SegmentHead", "FastSAMNet", "build_model", "STRIDES"]
+__all__ = [
+    "HeadOutput", "Backbone", "Neck", "SegmentHead", "FastSAMNet", "build_model", "STRIDES",
+    "batchnorm_eps", "set_batchnorm_eps",
+]  # fmt: skip
 
 STRIDES = (8, 16, 32)
 
@@ -152,3 +157,29 @@ def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eps, m.momentum = 1e-3, 0.03
+
+
+def batchnorm_eps(model: nn.Module) -> dict[str, float]:
+    """The eps of every BatchNorm2d of ``model`` that differs from YOLOv8's ``BN_EPS``, by module name
+    (``"backbone.stem.bn"``). Empty for a network with YOLOv8's eps throughout, or a fused one (its
+    BatchNorms are folded away, their eps with them)."""
+    return {
+        name: float(m.eps) for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.eps != BN_EPS
+    }
+
+
+def set_batchnorm_eps(model: nn.Module, eps: Mapping[str, float]) -> None:
+    """Give the named BatchNorm2d layers of ``model`` their own eps (others keep theirs).
+
+    eps is a per-layer constant, not a tensor, so state dicts do not carry it: a checkpoint trained
+    with another eps needs it set here to give its outputs. Raises ``KeyError`` for a name that is
+    not a BatchNorm2d of ``model`` and ``ValueError`` for an eps that is not a finite positive number.
+    """
+    modules = dict(model.named_modules())
+    for name, value in eps.items():
+        module = modules.get(name)
+        if not isinstance(module, nn.BatchNorm2d):
+            raise KeyError(f"{name} is not a BatchNorm2d of the network")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"BatchNorm {name}: eps must be a finite positive number, got {value!r}")
+        module.eps = float(value)
