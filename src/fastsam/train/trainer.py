@@ -38,73 +38,23 @@ from torch import nn
 from ..config import ModelConfig
 from ..devices import resolve_device
 from ..errors import FastSAMError
-from ..io.checkpoint import read_weights, load_state_strict, save_safetensors
+from ..io.checkpoint import load_state_strict, read_weights, save_safetensors
 from ..nn.model import FastSAMNet, build_model
+from .checkpoints import (
+    atomic_torch_save,
+    export_checkpoint,
+    provenance_of,
+    read_training_checkpoint,
+)
+from .config import DEFAULT_REG_MAX, TrainConfig
 from .loss import LossGains, SegmentationLoss
+from .optim import ModelEMA, build_optimizer
 
 __all__ = ["TrainConfig", "ModelEMA", "Trainer", "build_optimizer", "open_dataset", "export_checkpoint",
            "read_training_checkpoint", "LOSS_NAMES"]
 
 logger = logging.getLogger(__name__)
 LOSS_NAMES = ("box", "mask", "cls", "dfl")
-#: FastSAM-x was trained with 26 DFL bins; the other scales keep YOLOv8's 16.
-DEFAULT_REG_MAX = {"x": 26}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; stored in ``last.pt`` so that ``--resume`` needs nothing else."""
-
-    data: str
-    model: str = "s"  # scale letter (fresh network) or a weight file (fine-tuning)
-    out: str = "runs/train"
-    val_data: str | None = None
-    data_format: str = "auto"
-    imgsz: int = 640
-    epochs: int = 100
-    batch: int = 16  # global batch (all processes together)
-    nbs: int = 64  # nominal batch: gradients are accumulated up to this many images
-    optimizer: str = "auto"  # "SGD", "AdamW" or "auto"
-    lr0: float = 0.01
-    lrf: float = 0.01
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 3.0
-    warmup_momentum: float = 0.8
-    warmup_bias_lr: float = 0.1
-    cos_lr: bool = False
-    box: float = 7.5
-    cls: float = 0.5
-    dfl: float = 1.5
-    close_mosaic: int = 10
-    mosaic: float = 1.0
-    scale: float = 0.5
-    translate: float = 0.1
-    degrees: float = 0.0
-    fliplr: float = 0.5
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    ema: bool = True
-    amp: bool = True  # only on CUDA
-    workers: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    reg_max: int | None = None  # fresh networks only; default 16 (26 for x)
-    max_grad_norm: float = 10.0
-    val_period: int = 1
-    val_conf: float = 0.001
-    val_iou: float = 0.7
-    limit: int | None = None  # use only the first N training images (smoke tests, debugging)
-
-    def __post_init__(self) -> None:
-        if self.imgsz % 32 or self.imgsz < 32:
-            raise FastSAMError(f"imgsz must be a positive multiple of 32, got {self.imgsz}")
-        for name in ("epochs", "batch", "nbs"):
-            if getattr(self, name) < 1:
-                raise FastSAMError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in ("auto", "SGD", "AdamW"):
-            raise FastSAMError(f"optimizer must be SGD, AdamW or auto, got {self.optimizer!r}")
 
 
 def open_dataset(path: str | os.PathLike, fmt: str = "auto") -> Any:
@@ -112,52 +62,6 @@ def open_dataset(path: str | os.PathLike, fmt: str = "auto") -> Any:
     from ..train.evaluate import open_dataset as _open  # one place knows the layouts
 
     return _open(path, fmt)[0]
-
-
-class ModelEMA:
-    """Exponential moving average of a model's floating-point state, decay ramping up as
-    ``decay * (1 - exp(-updates / tau))`` so that early averages are not dominated by the random init."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
-        self.ema = deepcopy(model).eval()
-        for p in self.ema.parameters():
-            p.requires_grad_(False)
-        self.decay, self.tau, self.updates = decay, tau, updates
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        state = model.state_dict()
-        for key, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(state[key].detach(), alpha=1 - d)
-            else:
-                value.copy_(state[key])
-
-
-def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
-                    ) -> torch.optim.Optimizer:  # fmt: skip
-    """Three groups: 0 = conv/linear weights (decay), 1 = normalisation weights, 2 = biases (no decay).
-    The order matters: warm-up treats group 2 (biases) differently."""
-    decay, norm, bias = [], [], []
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if pname == "bias":
-                bias.append(p)
-            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
-                norm.append(p)
-            else:
-                decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": norm, "weight_decay": 0.0},
-              {"params": bias, "weight_decay": 0.0}]  # fmt: skip
-    if name == "SGD":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    else:
-        opt = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    return opt
 
 
 @dataclass
@@ -174,13 +78,6 @@ class _Dist:
 def _dist_from_env() -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return _Dist(world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 @dataclass
@@ -393,7 +290,7 @@ class Trainer:
                 if self.val_set is not None and (self.epoch % cfg.val_period == 0 or self.epoch == cfg.epochs):
                     self._validate(log)
                 if self.dist.main:
-                    _atomic_torch_save(self.state_dict(), self.out / "weights" / "last.pt")
+                    atomic_torch_save(self.state_dict(), self.out / "weights" / "last.pt")
         finally:
             if log_file is not None:
                 log_file.close()
@@ -464,43 +361,5 @@ class Trainer:
     def export(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Write the EMA network in fastsam's safetensors format, with its training provenance."""
         net = self.eval_network()
-        provenance = _provenance(self.cfg, self.epoch, len(self.train_set), self.metrics)
+        provenance = provenance_of(dataclasses.asdict(self.cfg), self.epoch, len(self.train_set), self.metrics)
         return save_safetensors(net.state_dict(), net.config, path, provenance=provenance, dtype=dtype)
-
-
-def _provenance(cfg: TrainConfig, epochs: int, images: int | None, metrics: list[dict]) -> dict[str, Any]:
-    out: dict[str, Any] = {"trained_by": "fastsam train", "imgsz": cfg.imgsz, "epochs": epochs, "data": str(cfg.data),
-                           "seed": cfg.seed}  # fmt: skip
-    if images is not None:
-        out["images"] = images
-    if metrics:
-        out["metrics"] = metrics[-1]
-    return out
-
-
-def read_training_checkpoint(path: str | os.PathLike) -> dict:
-    """``last.pt`` as a dict (read with ``weights_only=True``: nothing in it is executed)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FastSAMError(f"{path}: no such checkpoint") from None
-    except Exception as exc:
-        raise FastSAMError(f"{path}: not a fastsam training checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != "fastsam-train":
-        raise FastSAMError(f"{path}: not a fastsam training checkpoint (written by `fastsam train`)")
-    return state
-
-
-def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None,
-                      predict_imgsz: int | None = None) -> Path:  # fmt: skip
-    """Write the weights of a training checkpoint (its EMA when it has one) in fastsam's safetensors format,
-    e.g. to ship a model from a run that was stopped early. ``predict_imgsz`` records a default inference
-    size other than the training size (e.g. larger, for small objects)."""
-    state = read_training_checkpoint(path)
-    cfg = TrainConfig(**state["config"])
-    model = build_model(ModelConfig(**state["model_config"]))
-    load_state_strict(model, state["ema"] if state.get("ema") is not None else state["model"], source=str(path))
-    provenance = _provenance(cfg, int(state["epoch"]), state.get("images"), list(state["metrics"]))
-    if predict_imgsz is not None:
-        provenance["predict_imgsz"] = int(predict_imgsz)
-    return save_safetensors(model.state_dict(), model.config, dst, provenance=provenance, dtype=dtype)
