@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -37,10 +37,9 @@ import torch.nn.functional as F
 
 from ..data.synth import PALETTE, SHAPES, render_scene
 from ..errors import FastSAMError
-from ..formats import rle_decode
 from ..results import Segments
-from ..text import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, TextScorer, mask_crops, normalise_crops, resize_crops, \
-    select_by_text  # fmt: skip
+from ..text import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, mask_crops, normalise_crops, resize_crops  # fmt: skip
+from .text_eval import TextAccuracy, gt_segments, text_accuracy
 
 __all__ = [
     "COLORS", "DEMO_CONFIG", "CropSet", "TextAccuracy", "build_clip", "caption", "gt_segments", "make_crops",
@@ -86,14 +85,6 @@ def scenes(seed: int, n: int, size: tuple[int, int] = (480, 640), start: int = 0
     (H, W, 3) uint8 RGB image and synth annotations (visible masks as COCO RLE)."""
     for i in range(start, start + n):
         yield render_scene(np.random.default_rng([seed, i]), size)
-
-
-def gt_segments(anns: Sequence[dict], image_size: tuple[int, int]) -> Segments:
-    """Segments of the annotations' visible masks, in annotation order (scores all 1)."""
-    if not anns:
-        return Segments.empty(image_size)
-    masks = np.stack([rle_decode(a["segmentation"]).astype(bool) for a in anns])
-    return Segments.from_masks(masks, np.ones(len(anns), np.float32))
 
 
 @dataclass
@@ -289,73 +280,6 @@ def save_clip(model: Any, config: dict[str, Any], path: str | os.PathLike, prove
     os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is meant to be shipped and shared
     os.replace(tmp, out)
     return out
-
-
-@dataclass
-class TextAccuracy:
-    """Result of :func:`text_accuracy`: ``correct`` of ``total`` prompts; ``misses`` lists
-    (scene index, prompt, chosen caption or None) for the wrong ones."""
-
-    correct: int
-    total: int
-    misses: list[tuple[int, str, str | None]]
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-
-def _targets(anns: Sequence[dict], min_area: int) -> list[int]:
-    """Indices of objects whose caption is unique in the scene and whose visible area is >= ``min_area``."""
-    counts: dict[str, int] = {}
-    for a in anns:
-        counts[a["caption"]] = counts.get(a["caption"], 0) + 1
-    return [k for k, a in enumerate(anns) if counts[a["caption"]] == 1 and a["area"] >= min_area]
-
-
-def text_accuracy(scorer: TextScorer, scenes: Iterable[tuple[np.ndarray, list[dict]]],
-                  candidates: Any = "gt", *, min_area: int = 400, iou: float = 0.5,
-                  predict_config: Any = None) -> TextAccuracy:  # fmt: skip
-    """How often the prompt "a <colour> <shape>" selects the right object (via :func:`select_by_text`).
-
-    Targets: objects whose caption is unique in their scene and whose visible area is >= ``min_area``
-    px. ``scenes`` yields ((H, W, 3) uint8 RGB, synth annotations). ``candidates="gt"``: the scene's
-    ground-truth visible masks are the candidates, right = the target's own mask is chosen. Otherwise
-    ``candidates`` is a predictor (``.segment(image, predict_config)``, e.g. :class:`fastsam.predictor.FastSAM`,
-    or a callable image -> Segments) and right = the chosen mask has IoU >= ``iou`` with the target's mask.
-    """
-    correct, total, misses = 0, 0, []
-    for s, (img, anns) in enumerate(scenes):
-        targets = _targets(anns, min_area)
-        if not targets:
-            continue
-        size = (img.shape[0], img.shape[1])
-        gt = gt_segments(anns, size)
-        if isinstance(candidates, str):
-            if candidates != "gt":
-                raise FastSAMError(f"candidates must be 'gt' or a predictor, got {candidates!r}")
-            seg = gt
-        elif hasattr(candidates, "segment"):
-            seg = candidates.segment(img, predict_config) if predict_config is not None else candidates.segment(img)
-        else:
-            seg = candidates(img)
-        prompts = [anns[k]["caption"] for k in targets]
-        chosen = select_by_text(seg, img, prompts, scorer)
-        for k, prompt, pick in zip(targets, prompts, chosen):
-            total += 1
-            if pick.size == 0:
-                misses.append((s, prompt, None))
-                continue
-            j = int(pick[0])
-            if seg is gt:
-                ok, got = j == k, anns[j]["caption"]
-            else:
-                a, b = seg.mask(j), gt.mask(k)
-                ok, got = (a & b).sum() >= iou * (a | b).sum(), f"mask {j}"
-            correct += int(ok)
-            if not ok:
-                misses.append((s, prompt, got))
-    return TextAccuracy(correct, total, misses)
 
 
 def _parser() -> argparse.ArgumentParser:
