@@ -161,8 +161,8 @@ class FastSAM:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
         network there for this and later calls."""
-        if device is not None and resolve_device(device) != self.device:
-            self.device = resolve_device(device)
+        if device is not None and (wanted := resolve_device(device)) != self.device:
+            self.device = wanted
             self.network.to(self.device)
         cfg = PredictConfig(imgsz=self.default_imgsz if imgsz is None else imgsz, conf=conf, iou=iou, retina_masks=retina_masks,
                             max_det=max_det)  # fmt: skip

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FastSAMError
-from ._images import write_atomic
+from ..io.atomic import write_atomic
 from ._parser import TRAIN_OPTION_NAMES
 
 __all__ = ["convert", "synth", "train", "val", "serve"]

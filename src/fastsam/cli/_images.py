@@ -2,8 +2,8 @@
 
 Everything that can be checked before the network runs is checked first, in this order: options
 (numbers, device, sizes), sources (existing regular files or directories), output names (none may
-replace an input), then the model. Outputs are written atomically (a temporary file in the same
-directory, then a rename), so a crash or a full disk never leaves a half-written record.
+replace an input), then the model. Outputs are written atomically (:mod:`fastsam.io.atomic`), so a
+crash or a full disk never leaves a half-written record.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import io
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import FastSAMError, ImageTooLargeError
+from ..io.atomic import write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,27 +26,13 @@ if TYPE_CHECKING:
     from ..config import PredictConfig
     from ..results import Segments
 
-__all__ = ["segment", "prompt", "plan_outputs", "write_atomic", "OUTPUT_SUFFIXES"]
+__all__ = ["segment", "prompt", "plan_outputs", "OUTPUT_SUFFIXES"]
 
 EXIT_USAGE = 2
 #: What each image writes: OUT/<stem>.json (records) and OUT/<stem>.png (overlay).
 OUTPUT_SUFFIXES = (".json", ".png")
 
 Handler = Callable[["np.ndarray", "Segments"], "tuple[list[dict[str, Any]], np.ndarray]"]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a uniquely named temporary file in the same directory and
-    a rename: readers see the old file or the new one, never a part; the temporary file is removed
-    if anything fails (it never takes the name of an existing file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _unique_stem(name: str, used: set[str]) -> str:

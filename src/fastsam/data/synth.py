@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..formats import mask_bbox_xywh, rle_encode
+from ..io.atomic import write_atomic
 
 __all__ = ["PALETTE", "SHAPES", "MIN_AREA", "render_scene", "write_dataset"]
 
@@ -199,11 +200,6 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] = (480, 640)) -
     return np.clip(np.round(img), 0, 255).astype(np.uint8), anns
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def write_dataset(out_dir: str | os.PathLike, n: int, seed: int, size: tuple[int, int] = (480, 640)) -> list[Path]:
     """Write ``n`` scenes as ``sa_000001.jpg`` (JPEG quality 95) + ``sa_000001.json`` (SA-1B per-image
@@ -219,8 +215,8 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int, size: tuple[int
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         if not ok:  # pragma: no cover
             raise OSError(f"JPEG encoding failed for {name}")
-        _write_atomic(out / f"{name}.jpg", buf.tobytes())
+        write_atomic(out / f"{name}.jpg", buf.tobytes())
         meta = {"image": {"image_id": i, "file_name": f"{name}.jpg", "width": w, "height": h}, "annotations": anns}
-        _write_atomic(out / f"{name}.json", json.dumps(meta).encode())
+        write_atomic(out / f"{name}.json", json.dumps(meta).encode())
         paths.append(out / f"{name}.jpg")
     return paths

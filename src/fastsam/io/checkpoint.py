@@ -32,6 +32,7 @@ from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..nn.blocks import BN_EPS
 from ..nn.model import FastSAMNet, set_batchnorm_eps
+from .atomic import atomic_path
 from .ultralytics import read_ultralytics_checkpoint
 
 __all__ = ["LoadedWeights", "read_weights", "load_model", "save_safetensors", "convert", "load_state_strict"]
@@ -230,9 +231,8 @@ def save_safetensors(
     if eps_field is not None:
         meta["bn_eps"] = eps_field
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)  # never leave a half-written file under the final name
+    with atomic_path(path) as tmp:  # never a half-written file under the final name
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

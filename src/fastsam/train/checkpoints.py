@@ -14,6 +14,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import FastSAMError
+from ..io.atomic import atomic_path
 from ..io.checkpoint import load_state_strict, save_safetensors
 from ..nn.model import build_model
 
@@ -24,9 +25,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then a rename: a crash mid-save keeps the
     previous checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def provenance_of(config: dict[str, Any], epochs: int, images: int | None, metrics: list[dict]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..data.synth import PALETTE, SHAPES, render_scene
 from ..errors import FastSAMError
+from ..io.atomic import atomic_path
 from ..results import Segments
 from ..text import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, mask_crops, normalise_crops, resize_crops  # fmt: skip
 from .text_eval import TextAccuracy, gt_segments, text_accuracy
@@ -275,10 +276,9 @@ def save_clip(model: Any, config: dict[str, Any], path: str | os.PathLike, prove
              for k, v in model.state_dict().items()}  # fmt: skip
     meta = {"format": CLIP_FORMAT, "config": json.dumps(config, sort_keys=True),
             "provenance": json.dumps(provenance or {}, sort_keys=True, default=str)}  # fmt: skip
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is meant to be shipped and shared
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is meant to be shipped and shared
     return out
 
 
