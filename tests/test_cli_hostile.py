@@ -94,6 +94,8 @@ CASES: list[tuple[list[str], str]] = [
     (["serve", "--max-upload-mb", "nan"], "--max-upload-mb"),
     (["serve", "--device", "bogus"], "unknown device"),
     (["serve", "--conf", "5"], "conf"),
+    (["serve", "--max-pending", "0"], "--max-pending"),
+    (["serve", "--max-prompt-kb", "-1"], "--max-prompt-kb"),
 ]
 if torch.cuda.is_available():  # the CI machine has no GPU: there "cuda" itself is the absent device
     CASES = [c for c in CASES if c[0][-1] != "cuda:99"]

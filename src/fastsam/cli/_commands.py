@@ -156,4 +156,5 @@ def serve(args: argparse.Namespace) -> int:
                            "pip install 'fastsam[serve]'") from exc  # fmt: skip
     return run(args.model, host=args.host, port=args.port, device=args.device, imgsz=args.imgsz, conf=args.conf,
                iou=args.iou, max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+               max_prompt_bytes=args.max_prompt_kb * 1024, max_pending=args.max_pending,
                clip_weights=args.clip_weights, clip_model=args.clip_model)  # fmt: skip

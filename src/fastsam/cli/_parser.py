@@ -287,6 +287,11 @@ def _add_serve_parser(sub: Any) -> None:
     srv.add_argument("--max-pixels", type=positive_int, default=25_000_000,
                      help="largest image, width x height (default 25000000)")  # fmt: skip
     srv.add_argument("--max-upload-mb", type=finite, default=25.0, help="largest request body in MiB (default 25)")
+    srv.add_argument("--max-prompt-kb", type=positive_int, default=1024,
+                     help="largest prompt (JSON) body in KiB (default 1024)")  # fmt: skip
+    srv.add_argument("--max-pending", type=positive_int, default=2,
+                     help="most uploads being read, decoded or waiting for the model at once; more get 503 with "
+                     "Retry-After (default 2; bounds memory)")  # fmt: skip
     srv.add_argument("--clip-weights", type=Path,
                      help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)")  # fmt: skip
     srv.add_argument("--clip-model", help="open_clip model name of --clip-weights")
