@@ -177,3 +177,24 @@ def test_torchrun_two_processes_train_from_the_cli(scenes: Path, tmp_path: Path)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["box"]) for r in log)
     assert read_weights(out / "weights" / "model.safetensors").provenance["epochs"] == 2
+
+
+def test_fine_tuning_keeps_the_batchnorm_eps_of_its_weights(scenes: Path, tmp_path: Path) -> None:
+    """eps is a per-layer constant (issue 10, defect 8): a run fine-tuned from weights with another eps
+    trains, resumes and exports with that eps."""
+    from fastsam.config import ModelConfig
+    from fastsam.io.checkpoint import save_safetensors
+    from fastsam.nn.model import batchnorm_eps, build_model, set_batchnorm_eps
+    from fastsam.train.trainer import export_checkpoint
+
+    net = build_model(ModelConfig(scale="n"))
+    eps = {name: 1e-5 for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    eps["backbone.stem.bn"] = 1e-4
+    set_batchnorm_eps(net, eps)
+    src = save_safetensors(net.state_dict(), net.config, tmp_path / "src.safetensors", bn_eps=batchnorm_eps(net))
+    trainer = Trainer(_config(scenes, tmp_path / "run", model=str(src), epochs=1, limit=4), progress=False)
+    assert batchnorm_eps(trainer.model) == eps
+    result = trainer.train()
+    assert read_weights(result.weights).bn_eps == eps
+    exported = export_checkpoint(tmp_path / "run" / "weights" / "last.pt", tmp_path / "exported.safetensors")
+    assert read_weights(exported).bn_eps == eps

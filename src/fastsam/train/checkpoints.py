@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..errors import FastSAMError
 from ..io.atomic import atomic_path
 from ..io.checkpoint import load_state_strict, save_safetensors
-from ..nn.model import build_model
+from ..nn.model import build_model, set_batchnorm_eps
 
 __all__ = ["atomic_torch_save", "export_checkpoint", "provenance_of", "read_training_checkpoint"]
 
@@ -61,7 +61,9 @@ def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: to
     state = read_training_checkpoint(path)
     model = build_model(ModelConfig(**state["model_config"]))
     load_state_strict(model, state["ema"] if state.get("ema") is not None else state["model"], source=str(path))
+    bn_eps = {str(k): float(v) for k, v in (state.get("bn_eps") or {}).items()}  # absent before eps was kept
+    set_batchnorm_eps(model, bn_eps)
     provenance = provenance_of(state["config"], int(state["epoch"]), state.get("images"), list(state["metrics"]))
     if predict_imgsz is not None:
         provenance["predict_imgsz"] = int(predict_imgsz)
-    return save_safetensors(model.state_dict(), model.config, dst, provenance=provenance, dtype=dtype)
+    return save_safetensors(model.state_dict(), model.config, dst, provenance=provenance, dtype=dtype, bn_eps=bn_eps)

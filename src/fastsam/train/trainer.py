@@ -39,7 +39,7 @@ from ..config import ModelConfig
 from ..devices import resolve_device
 from ..errors import FastSAMError
 from ..io.checkpoint import load_state_strict, read_weights, save_safetensors
-from ..nn.model import FastSAMNet, build_model
+from ..nn.model import FastSAMNet, batchnorm_eps, build_model, set_batchnorm_eps
 from .checkpoints import (
     atomic_torch_save,
     export_checkpoint,
@@ -154,6 +154,7 @@ class Trainer:
         weights = read_weights(spec)
         model = build_model(weights.config)
         load_state_strict(model, weights.state, source=spec)
+        set_batchnorm_eps(model, weights.bn_eps)  # a per-layer constant, not in the state dict: keep it
         return model.float()
 
     def _train_set(self) -> Any:
@@ -215,7 +216,7 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema else 0,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "iteration": self.iteration, "history": self.history, "metrics": self.metrics,
-            "images": len(self.train_set),
+            "images": len(self.train_set), "bn_eps": batchnorm_eps(self.model),
         }  # fmt: skip
 
     def _load_state(self, state: dict) -> None:
@@ -362,4 +363,5 @@ class Trainer:
         """Write the EMA network in fastsam's safetensors format, with its training provenance."""
         net = self.eval_network()
         provenance = provenance_of(dataclasses.asdict(self.cfg), self.epoch, len(self.train_set), self.metrics)
-        return save_safetensors(net.state_dict(), net.config, path, provenance=provenance, dtype=dtype)
+        return save_safetensors(net.state_dict(), net.config, path, provenance=provenance, dtype=dtype,
+                                bn_eps=batchnorm_eps(self.model))  # fmt: skip
