@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import FastSAMError
 
-__all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig", "MAX_IMGSZ"]
+__all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig", "MAX_IMGSZ", "recorded_imgsz"]
 
 #: Largest network input side the API accepts: a 16384x16384 input alone is 3 GiB of float32 and
 #: the first layers' activations are tens of times that. The CLI's default limit is lower.
@@ -127,3 +128,13 @@ class PredictConfig:
     def input_size(self) -> int:
         """``imgsz`` rounded up to the network stride (as the original does)."""
         return int(math.ceil(self.imgsz / self.stride) * self.stride)
+
+
+def recorded_imgsz(provenance: dict[str, Any]) -> int:
+    """The input size a fastsam weight file recommends (``predict_imgsz``, else the ``imgsz`` it was
+    trained at), else the original's 1024."""
+    try:
+        value = int(provenance.get("predict_imgsz", provenance.get("imgsz")))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return PredictConfig().imgsz
+    return value if value >= 32 else PredictConfig().imgsz

@@ -18,15 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .backends import Backend, open_backend
 from .config import PredictConfig
 from .devices import resolve_device
 from .errors import FastSAMError
-from .io.checkpoint import load_model
 from .io.images import ImageSource, iter_sources, load_image
-from .nn.fuse import fuse_conv_bn
 from .nn.model import FastSAMNet
 from .ops.boxes import MAX_NMS_CANDIDATES, nms_first_k, snap_and_expand_full_boxes, xywh_to_xyxy
-from .ops.decode import decode_predictions
 from .ops.letterbox import Letterbox, letterbox
 from .ops.masks import assemble_input_frame, assemble_retina
 from .results import Segments
@@ -61,23 +59,16 @@ def select_detections(preds: Tensor, num_classes: int, cfg: PredictConfig) -> De
     return Detections(boxes[idx], scores[idx], classes[idx], preds[idx, 4 + num_classes :])
 
 
-def _recorded_imgsz(provenance: dict[str, Any]) -> int:
-    """The input size a fastsam weight file recommends (``predict_imgsz``, else the ``imgsz`` it was
-    trained at), else the original's 1024."""
-    try:
-        value = int(provenance.get("predict_imgsz", provenance.get("imgsz")))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return PredictConfig().imgsz
-    return value if value >= 32 else PredictConfig().imgsz
-
-
 class FastSAM:
     """Everything-mode FastSAM on one device.
 
     Args:
-        weights: a weight file (released ultralytics ``.pt`` or our safetensors) or a built network;
-            None takes the shipped demo model (trained on synthetic shapes only, see its model card).
-        device: torch device; CPU unless told otherwise.
+        weights: a weight file (released ultralytics ``.pt`` or our safetensors), an exported model
+            (``.onnx``; an OpenVINO ``.xml`` or the directory holding it: see ``fastsam export``) or
+            a built network; None takes the shipped demo model (trained on synthetic shapes only).
+        device: torch device; CPU unless told otherwise (exported models run on the CPU).
+        backend: "torch", "onnxruntime" or "openvino"; None chooses by the file's content. A weight
+            file on onnxruntime/openvino is exported in memory first (a few seconds).
         fuse: fold BatchNorm into convolutions for inference (same outputs up to float rounding, faster).
         channels_last: run convolutions in NHWC memory layout (faster on x86 CPUs; float rounding
             differs slightly). Defaults to ``fuse``: the fast path, or the bit-exact plain one.
@@ -87,38 +78,38 @@ class FastSAM:
     Call it like the original: ``FastSAM("FastSAM-x.pt")(image, imgsz=1024, conf=0.4, iou=0.9,
     retina_masks=True, max_det=300)``. ``imgsz`` defaults to the size recorded in a fastsam weight
     file (its training size), else 1024. One image gives a :class:`Segments`; a list or a directory
-    gives a list. numpy inputs are RGB.
+    gives a list. numpy inputs are RGB. A static-shape export letterboxes every image to its fixed
+    input size and refuses another ``imgsz``.
     """
 
     def __init__(self, weights: str | Path | FastSAMNet | None = None, device: str | torch.device = "cpu",
-                 fuse: bool = True, cache_size: int = 4, channels_last: bool | None = None) -> None:  # fmt: skip
+                 fuse: bool = True, cache_size: int = 4, channels_last: bool | None = None,
+                 backend: str | None = None) -> None:  # fmt: skip
         self.device = resolve_device(device)
         if weights is None:
             from .weights import default_model_path
 
             weights = default_model_path()
-        owned = not isinstance(weights, FastSAMNet)  # a network we loaded ourselves can be fused in place
-        model = load_model(weights, device="cpu") if owned else weights
-        self.config = model.config
-        self.provenance: dict[str, Any] = dict(getattr(model, "provenance", None) or {})
-        self.default_imgsz = _recorded_imgsz(self.provenance)
-        self.network: torch.nn.Module = (fuse_conv_bn(model, inplace=owned) if fuse else model).to(self.device).eval()
-        self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None
-        if self.memory_format is not None:
-            self.network = self.network.to(memory_format=self.memory_format)
-        self.strides = model.strides
+        self.backend: Backend = open_backend(weights, backend, self.device, fuse=fuse, channels_last=channels_last)
+        self.config = self.backend.config
+        self.provenance: dict[str, Any] = dict(self.backend.provenance)
+        self.default_imgsz = self.backend.default_imgsz
+        self.strides = self.backend.strides
         self._cache: OrderedDict[tuple[str, PredictConfig], Segments] = OrderedDict()
         self._cache_size = cache_size
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The PyTorch network (torch backend only)."""
+        net = getattr(self.backend, "network", None)
+        if net is None:
+            raise FastSAMError(f"the {self.backend.name} backend has no PyTorch network")
+        return net
+
     # -- network -------------------------------------------------------------------------------
-    @torch.inference_mode()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) RGB in [0, 1] -> (decoded predictions (B, 4 + nc + nm, A), protos (B, nm, H/4, W/4))."""
-        images = images.to(self.device, torch.float32)
-        # convolutions follow the input's layout: make it the one this predictor runs in
-        images = images.contiguous(memory_format=self.memory_format or torch.contiguous_format)
-        out = self.network(images)
-        return decode_predictions(out, self.strides, self.config.reg_max), out.protos
+        return self.backend.forward(images)
 
     # -- everything mode -------------------------------------------------------------------------
     def segment(self, image: ImageSource, config: PredictConfig | None = None) -> Segments:
@@ -138,7 +129,11 @@ class FastSAM:
         return result
 
     def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
-        x, geom = letterbox(rgb, cfg.input_size, cfg.stride)
+        shape = self.backend.shape
+        if shape is not None and cfg.input_size != max(shape):
+            raise FastSAMError(f"this model is a static export for {shape[0]}x{shape[1]} inputs (imgsz {max(shape)}); "
+                               f"imgsz {cfg.imgsz} needs an export with --dynamic or --imgsz {cfg.imgsz}")  # fmt: skip
+        x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=shape)
         preds, protos = self.forward(x)
         return self.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg)
 
@@ -162,8 +157,10 @@ class FastSAM:
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
         network there for this and later calls."""
         if device is not None and (wanted := resolve_device(device)) != self.device:
+            if self.backend.name != "torch":
+                raise FastSAMError(f"the {self.backend.name} backend runs on the CPU; device {wanted} needs backend 'torch'")
             self.device = wanted
-            self.network.to(self.device)
+            self.backend.to(wanted)  # type: ignore[attr-defined]
         cfg = PredictConfig(imgsz=self.default_imgsz if imgsz is None else imgsz, conf=conf, iou=iou, retina_masks=retina_masks,
                             max_det=max_det)  # fmt: skip
         single = not isinstance(source, (list, tuple)) and not (

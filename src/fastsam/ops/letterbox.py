@@ -47,7 +47,8 @@ class Letterbox:
         return out
 
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[Tensor, Letterbox]:
+def letterbox(image: np.ndarray, imgsz: int, stride: int = 32, shape: tuple[int, int] | None = None
+              ) -> tuple[Tensor, Letterbox]:  # fmt: skip
     """Resize keeping aspect ratio so the long side is ``imgsz``, pad to the next stride multiple.
 
     Same arithmetic as the original (ultralytics ``LetterBox(auto=True)``): scale
@@ -57,6 +58,8 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[Tensor, 
     Args:
         image: (h0, w0, 3) uint8, RGB.
         imgsz: target long side S (a multiple of ``stride``).
+        shape: a fixed (H, W) input instead (a static export's; ultralytics' ``auto=False``): scale
+            r = min(H/h, W/w), then pad to exactly (H, W), centred. ``imgsz`` is then ignored.
 
     Returns:
         (1, 3, H, W) float32 tensor in [0, 1] (RGB), and the geometry. The tensor is in channels-last
@@ -66,9 +69,13 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[Tensor, 
     import cv2
 
     h0, w0 = image.shape[:2]
-    r = min(imgsz / h0, imgsz / w0)
+    th, tw = shape if shape is not None else (imgsz, imgsz)
+    r = min(th / h0, tw / w0)
     new_w, new_h = max(round(w0 * r), 1), max(round(h0 * r), 1)
-    dw, dh = (imgsz - new_w) % stride / 2, (imgsz - new_h) % stride / 2
+    if shape is not None:
+        dw, dh = (tw - new_w) / 2, (th - new_h) / 2
+    else:
+        dw, dh = (imgsz - new_w) % stride / 2, (imgsz - new_h) % stride / 2
     if (new_w, new_h) != (w0, h0):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     top, bottom = round(dh - 0.1), round(dh + 0.1)

@@ -1,0 +1,87 @@
+"""The OpenVINO backend (CPU plugin, fp32 inference precision: int8 layers stay int8)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, FastSAMError
+from ..export.metadata import INPUT_NAME, OUTPUT_NAMES, parse_metadata
+from ..export.openvino import RT_INFO_PATH
+from ..extras import require
+from ._common import check_input, describe
+
+__all__ = ["OpenVINOBackend"]
+
+
+def _xml_of(path: Path) -> Path:
+    if path.is_dir():
+        xmls = sorted(path.glob("*.xml"))
+        if len(xmls) != 1:
+            raise CheckpointError(f"{path}: expected one OpenVINO .xml in the directory, found {len(xmls)}")
+        return xmls[0]
+    return path
+
+
+class OpenVINOBackend:
+    """An OpenVINO IR (the ``.xml`` with its ``.bin``, or the directory holding them), or an
+    in-memory ``openvino.Model``, compiled for the CPU with as many threads as torch uses."""
+
+    name = "openvino"
+
+    def __init__(self, model: Any, source: str | None = None) -> None:
+        ov = require("openvino")
+        core = ov.Core()
+        if isinstance(model, (str, Path)):
+            xml = _xml_of(Path(model))
+            self.source = source or str(model)
+            if not xml.with_suffix(".bin").is_file():
+                raise CheckpointError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing")
+            try:
+                model = core.read_model(str(xml))
+            except Exception as exc:
+                raise CheckpointError(f"{self.source}: not a readable OpenVINO model ({describe(exc)})") from None
+        else:
+            self.source = source or "<openvino model>"
+        text = model.get_rt_info(RT_INFO_PATH).astype(str) if model.has_rt_info(RT_INFO_PATH) else None
+        meta = parse_metadata(text, self.source)
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32"}  # fmt: skip  (no silent bf16 on CPUs that have it)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise CheckpointError(f"{self.source}: OpenVINO cannot compile it ({describe(exc)})") from None
+        try:
+            self.compiled.input(INPUT_NAME)
+            self._outputs = [self.compiled.output(n) for n in OUTPUT_NAMES]
+        except RuntimeError:
+            raise CheckpointError(f"{self.source}: graph inputs/outputs are not fastsam's") from None
+        self.request = self.compiled.create_infer_request()
+        self.metadata = meta
+        self.config, self.strides, self.shape = meta.config, meta.strides, meta.shape
+        self.default_imgsz = meta.imgsz
+        self.provenance: dict[str, Any] = {**meta.provenance, "precision": meta.precision, "backend": self.name}
+
+    @classmethod
+    def from_weights(cls, weights: Any) -> OpenVINOBackend:
+        """Export ``weights`` to a dynamic-shape graph in a temporary directory and compile that."""
+        from ..export import export_model
+
+        source = str(weights) if isinstance(weights, (str, Path)) else "<network>"
+        with tempfile.TemporaryDirectory(prefix="fastsam-ov-") as tmp:
+            xml = export_model(weights, "openvino", Path(tmp) / "model", dynamic=True)
+            return cls(xml, source=source)  # compiled before the files go
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = check_input(images, self.shape, self.metadata.batch, self.source)
+        try:
+            result = self.request.infer({INPUT_NAME: x})
+        except Exception as exc:
+            raise FastSAMError(f"{self.source}: OpenVINO failed on a {tuple(x.shape)} input ({describe(exc)})") from None
+        preds, protos = (np.array(result[o]) for o in self._outputs)  # copies: the request reuses its buffers
+        return torch.from_numpy(preds), torch.from_numpy(protos)
