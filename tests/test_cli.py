@@ -248,7 +248,7 @@ def test_console_script(small_ckpt, tmp_path):
     assert Image.open(tmp_path / "shapes.png").size == (960, 640)
 
 
-@pytest.mark.parametrize("native,expected", [("1", "C kernels: built)"), ("0", "C kernels: not built or disabled")])
+@pytest.mark.parametrize("native,expected", [("1", "C kernels: built;"), ("0", "C kernels: not built or disabled")])
 def test_version_says_whether_the_c_kernels_run(native, expected, monkeypatch, capsys):
     monkeypatch.setenv("FASTSAM_NATIVE", native)
     with pytest.raises(SystemExit) as exit_info:
@@ -256,3 +256,5 @@ def test_version_says_whether_the_c_kernels_run(native, expected, monkeypatch, c
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("fastsam ") and expected in out
+    # the runtimes that are installed here (the test extra has all three)
+    assert out.rstrip().endswith("backends: torch, onnxruntime, openvino)")

@@ -1,9 +1,9 @@
-"""Command line: ``fastsam segment``, ``prompt``, ``convert``, ``synth``, ``val``, ``train`` and ``serve``.
+"""Command line: ``fastsam segment``, ``prompt``, ``convert``, ``export``, ``synth``, ``val``, ``train`` and ``serve``.
 
 User errors (missing or corrupt files, bad options, a missing device, an output that would replace
 an input) print one line on stderr and exit with 2; nothing is written before they are found.
 One module per group of commands: :mod:`._parser` (arguments and their types), :mod:`._images`
-(segment, prompt), :mod:`._commands` (the others).
+(segment, prompt), :mod:`._export` (export), :mod:`._commands` (the others).
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ def _dispatch(args) -> int:
         from . import _images
 
         return _images.segment(args) if args.command == "segment" else _images.prompt(args)
+    if args.command == "export":
+        from ._export import export
+
+        return export(args)
     from . import _commands
 
     return getattr(_commands, args.command)(args)

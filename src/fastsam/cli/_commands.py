@@ -120,7 +120,7 @@ def val(args: argparse.Namespace) -> int:
         from ..weights import default_model_path
 
         args.model = default_model_path()
-    model = FastSAM(args.model, device=args.device, cache_size=0)
+    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend)
     imgsz = default_imgsz(model) if args.imgsz is None else args.imgsz
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     metrics = evaluate(model, dataset, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
@@ -157,4 +157,4 @@ def serve(args: argparse.Namespace) -> int:
     return run(args.model, host=args.host, port=args.port, device=args.device, imgsz=args.imgsz, conf=args.conf,
                iou=args.iou, max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
                max_prompt_bytes=args.max_prompt_kb * 1024, max_pending=args.max_pending,
-               clip_weights=args.clip_weights, clip_model=args.clip_model)  # fmt: skip
+               clip_weights=args.clip_weights, clip_model=args.clip_model, backend=args.backend)  # fmt: skip

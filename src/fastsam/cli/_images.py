@@ -121,7 +121,7 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
         Image.MAX_IMAGE_PIXELS = args.max_pixels  # our limit is checked first; Pillow's must not be lower
     items = [item for src in args.sources for item in iter_sources(src)]
     stems = plan_outputs(items, args.out)
-    model = FastSAM(args.model, device=args.device, cache_size=0)
+    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend)
     cfg = _options(args, model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
     progress = _progress(list(zip(items, stems)), args.progress)
 

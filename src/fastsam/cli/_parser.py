@@ -114,6 +114,17 @@ def box(text: str) -> list[float]:
     return _numbers(text, (4,), "X1,Y1,X2,Y2")
 
 
+def size(text: str) -> int | tuple[int, int]:
+    """``N`` or ``H,W`` (pixels, each >= 32)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 32:
+        raise argparse.ArgumentTypeError(f"expected N or H,W (whole numbers >= 32), got {text!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
 class _VersionAction(argparse.Action):
     """``--version``: the version, and which implementation of the per-pixel kernels runs (looked up
     only when asked, so that other commands do not load the library for it)."""
@@ -125,8 +136,10 @@ class _VersionAction(argparse.Action):
         from .. import __version__
         from ..ops import _native
 
+        from ..backends import available_backends
+
         kernels = "built" if _native.available() else "not built or disabled: numpy/torchvision fallbacks, slower"
-        print(f"fastsam {__version__} (C kernels: {kernels})")
+        print(f"fastsam {__version__} (C kernels: {kernels}; backends: {', '.join(available_backends())})")
         parser.exit()
 
 
@@ -135,8 +148,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
 
     d = PredictConfig()
     p.add_argument("--model", "-m", type=Path,
-                   help="weight file: a released FastSAM .pt or a fastsam .safetensors (default: the shipped demo "
-                   "model, trained on synthetic shapes only)")  # fmt: skip
+                   help="weight file (a released FastSAM .pt or a fastsam .safetensors) or an exported model (.onnx, "
+                   "OpenVINO directory or .xml); default: the shipped demo model, trained on synthetic shapes only")  # fmt: skip
+    _add_backend_option(p)
     p.add_argument("--imgsz", type=positive_int,
                    help=f"network input long side (default: the size the model was trained at, else {d.imgsz})")
     p.add_argument("--conf", type=finite, default=d.conf, help=f"score threshold (default {d.conf})")
@@ -154,6 +168,19 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
                    help=f"largest --imgsz accepted (default {DEFAULT_MAX_IMGSZ}; memory grows with its square)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+
+
+_MODEL_HELP = "weight file or exported model (.onnx, OpenVINO directory); default: the shipped demo model"
+
+
+#: fastsam.backends.BACKENDS, spelled out: importing the backends (and torch) costs every command time
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
+
+
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="runtime of the network (default: by the model file: weights -> torch, .onnx -> onnxruntime, "
+                   "OpenVINO -> openvino); weights on onnxruntime/openvino are converted in memory")  # fmt: skip
 
 
 _TRAIN_OPTIONS = (
@@ -238,7 +265,8 @@ def _add_other_commands(sub: Any) -> None:
     val.add_argument("--data", type=Path, required=True, help="dataset directory (or SA-1B .tar, COCO .json)")
     val.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}",
                      help="dataset layout (default auto: detected from the directory contents)")
-    val.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    val.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
+    _add_backend_option(val)
     val.add_argument("--out", "-o", type=Path, default=Path("out"), help="output directory (default ./out)")
     val.add_argument("--imgsz", type=positive_int,
                      help="network input long side (default: the model's training size, else 1024)")
@@ -271,6 +299,29 @@ def _add_other_commands(sub: Any) -> None:
                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
 
 
+def _add_export_parser(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="export weights to ONNX or OpenVINO (fp32, fp16 or int8), with box decoding and metadata",
+        description="Write the network and its box decoding as an ONNX file or an OpenVINO IR directory (.xml + "
+        ".bin) that fastsam (FastSAM(path), --model PATH) and examples/onnx_standalone.py run with every prompt. "
+        "Needs the 'onnx' or 'openvino' extra.",
+    )
+    ex.add_argument("weights", type=Path, help="weight file: released .pt, fastsam .safetensors or a training run's last.pt")
+    ex.add_argument("--format", choices=["onnx", "openvino"], required=True, help="onnx (a .onnx file) or openvino (a directory)")
+    ex.add_argument("--out", "-o", type=Path,
+                    help="output .onnx file or OpenVINO directory (default: beside the weights, WEIGHTS.onnx or "
+                    "WEIGHTS_openvino_model/); never the weights")  # fmt: skip
+    ex.add_argument("--imgsz", type=size, metavar="N|H,W",
+                    help="input size, rounded up to multiples of 32 (default: the size the weights record, else 1024); "
+                    "a static export letterboxes every image to it")  # fmt: skip
+    ex.add_argument("--dynamic", action="store_true", help="dynamic batch and input size (default: static batch 1)")
+    ex.add_argument("--int8", action="store_true", help="int8 post-training quantization (NNCF; --format openvino)")
+    ex.add_argument("--calib", nargs="+", metavar="DIR_OR_FILES", help="calibration images for --int8 (required with it)")
+    ex.add_argument("--calib-n", type=positive_int, default=64, help="use at most N calibration images (default 64)")
+    ex.add_argument("--fp16", action="store_true", help="store the weights as fp16 (half the file; compute stays fp32 on CPU)")
+
+
 def _add_serve_parser(sub: Any) -> None:
     from ..config import PredictConfig
 
@@ -281,7 +332,8 @@ def _add_serve_parser(sub: Any) -> None:
         description="Serve a web page (open an image, click, drag, type) and a JSON API (/openapi.json) for "
         "everything mode and prompts. Binds to 127.0.0.1 unless --host says otherwise.",
     )
-    srv.add_argument("--model", "-m", type=Path, help="weight file (default: the shipped demo model)")
+    srv.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
+    _add_backend_option(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     srv.add_argument("--max-pixels", type=positive_int, default=25_000_000,
@@ -304,9 +356,10 @@ def _add_serve_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastsam", description="Fast Segment Anything (FastSAM).")
-    parser.add_argument("--version", action=_VersionAction, help="show the version and whether the C kernels are built")
+    parser.add_argument("--version", action=_VersionAction, help="show the version, whether the C kernels are built and the backends available")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_image_commands(sub)
     _add_other_commands(sub)
+    _add_export_parser(sub)
     _add_serve_parser(sub)
     return parser

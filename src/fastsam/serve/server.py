@@ -57,7 +57,7 @@ def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
         imgsz: int | None = None, conf: float = PredictConfig.conf, iou: float = PredictConfig.iou,
         max_pixels: int = DEFAULT_MAX_PIXELS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES, max_pending: int = DEFAULT_MAX_PENDING,
-        clip_weights: Path | None = None, clip_model: str | None = None) -> int:  # fmt: skip
+        clip_weights: Path | None = None, clip_model: str | None = None, backend: str | None = None) -> int:  # fmt: skip
     """Load the model (default: the shipped demo model), bind, and serve until interrupted.
 
     ``imgsz`` None uses the size the model was trained at (recorded in its weight file), else 1024.
@@ -73,7 +73,8 @@ def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
                         ("max_prompt_bytes", max_prompt_bytes), ("max_pending", max_pending)):
         if value < 1:
             raise FastSAMError(f"{name} must be >= 1, got {value}")
-    predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0)
+    predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0,
+                        backend=backend)  # fmt: skip
     config = PredictConfig(imgsz=default_imgsz(predictor) if imgsz is None else imgsz, conf=conf, iou=iou)
     scorer = load_scorer(clip_weights, clip_model, device)
     app = create_app(predictor, clip_scorer=scorer, config=config, max_pixels=max_pixels,

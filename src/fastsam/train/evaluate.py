@@ -256,12 +256,12 @@ def coco_metrics(ground_truth: Sequence[Any], predictions: Sequence[Any]) -> dic
 # -------------------------------------------------------------------------------------- evaluation
 def default_imgsz(predictor: Any) -> int:
     """The ``imgsz`` recorded in the model's provenance (e.g. its training size), else 1024."""
-    from ..predictor import _recorded_imgsz
+    from ..config import recorded_imgsz
 
     if hasattr(predictor, "default_imgsz"):
         return int(predictor.default_imgsz)
     network = getattr(predictor, "network", predictor)
-    return _recorded_imgsz(dict(getattr(network, "provenance", None) or {}))
+    return recorded_imgsz(dict(getattr(network, "provenance", None) or {}))
 
 
 def _progress(items: Iterable, enabled: bool, total: int):
