@@ -59,8 +59,9 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fastsam-bench-cli-"))
-    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0", YOLO_VERBOSE="False",
-               YOLO_CONFIG_DIR=str(work / "yolo-cfg"))  # fmt: skip
+    env = dict(
+        os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0", YOLO_VERBOSE="False", YOLO_CONFIG_DIR=str(work / "yolo-cfg")
+    )
     import ultra_ref
 
     ckpt = args.checkpoint
@@ -68,10 +69,29 @@ def main() -> None:
         ckpt = work / "FastSAM-s.pt"
         ultra_ref.save(ultra_ref.build("s", 16, seed=0), ckpt, 1024)
     image = Path(ultra_ref._assets()) / "zidane.jpg"
-    ours = [sys.executable, "-m", "fastsam.cli", "segment", str(image), "--model", str(ckpt),
-            "--imgsz", str(args.imgsz), "--out", str(work / "fastsam")]  # fmt: skip
-    theirs = [sys.executable, "-c", ULTRA, str(ckpt), str(image), str(args.imgsz), str(args.ultra_threads),
-              str(work / "ultralytics")]  # fmt: skip
+    ours = [
+        sys.executable,
+        "-m",
+        "fastsam.cli",
+        "segment",
+        str(image),
+        "--model",
+        str(ckpt),
+        "--imgsz",
+        str(args.imgsz),
+        "--out",
+        str(work / "fastsam"),
+    ]
+    theirs = [
+        sys.executable,
+        "-c",
+        ULTRA,
+        str(ckpt),
+        str(image),
+        str(args.imgsz),
+        str(args.ultra_threads),
+        str(work / "ultralytics"),
+    ]
     times_ours, times_theirs = [], []
     for _ in range(args.runs):  # alternate, so that machine noise hits both alike
         times_ours.append(timed(ours, env))

@@ -29,10 +29,10 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-cfg-"))
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
-import ultra_ref  # noqa: E402
+import ultra_ref
 
 
 def median_ms(fn, runs: int) -> tuple[float, object]:
@@ -59,6 +59,35 @@ def paired_ms(fn_a, fn_b, runs: int) -> tuple[float, float, object, object]:
     return statistics.median(ta), statistics.median(tb), out_a, out_b
 
 
+def bench_size(imgsz: int, ultra, ours, image: Path, runs: int) -> None:
+    """Print the forward / post / end-to-end rows of one input size."""
+    from fastsam import PredictConfig
+    from fastsam.io.images import load_image
+    from fastsam.ops.letterbox import letterbox
+
+    kw = dict(imgsz=imgsz, conf=0.4, iou=0.9, retina_masks=True, max_det=300)
+    cfg = PredictConfig(**kw)
+
+    def ultra_call():
+        return ultra.predict(str(image), device="cpu", verbose=False, **kw)[0]
+
+    u_e2e, f_e2e, u_res, f_res = paired_ms(ultra_call, lambda: ours(image, **kw), runs)
+    speeds = [ultra_call().speed for _ in range(runs)]
+    u_post = statistics.median(s["postprocess"] for s in speeds)
+
+    x, geom = letterbox(load_image(image), cfg.input_size)
+    net = ultra.predictor.model.model  # the fused torch module ultralytics runs
+    with torch.inference_mode():
+        u_fwd, f_fwd, _, (preds, protos) = paired_ms(lambda: net(x), lambda: ours.forward(x), runs)
+    f_post, _ = median_ms(lambda: ours.postprocess(preds[0], protos[0], geom, cfg), runs)
+    counts = f"{len(u_res.masks.data) if u_res.masks is not None else 0}/{len(f_res)}"
+    for stage, u, f in (("forward", u_fwd, f_fwd), ("post", u_post, f_post), ("end2end", u_e2e, f_e2e)):
+        print(f"{imgsz:>5} {counts:>10} | {stage:<10} {u:>11.1f} {f:>9.1f} {u / f:>6.2f}x")
+    # dense masks on demand (what ultralytics always builds) — reported, not in end2end
+    dense, _ = median_ms(lambda: ours(image, **kw).masks, 3)
+    print(f"{imgsz:>5} {'':>10} | {'e2e+dense':<10} {u_e2e:>11.1f} {dense:>9.1f} {u_e2e / dense:>6.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", default="s", choices=["s", "x"])
@@ -73,9 +102,7 @@ def main() -> None:
 
     torch_utils.NUM_THREADS = 2  # ultralytics' predictor would otherwise drop to 1 thread here
 
-    from fastsam import FastSAM, PredictConfig
-    from fastsam.ops.letterbox import letterbox
-    from fastsam.io.images import load_image
+    from fastsam import FastSAM
 
     work = Path(tempfile.mkdtemp(prefix="fastsam-bench-"))
     ckpt = args.checkpoint
@@ -89,33 +116,15 @@ def main() -> None:
     from fastsam.ops import _native
 
     kernels = "C (fastsam.ops._kernels)" if _native.available() else "numpy fallback (C kernels not built)"
-    print(f"checkpoint {ckpt.name}, image {image.name} 1280x720, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, runs {args.runs} (medians, ms); mask/NMS kernels: {kernels}")  # fmt: skip
+    print(
+        f"checkpoint {ckpt.name}, image {image.name} 1280x720, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, runs {args.runs} (medians, ms); mask/NMS kernels: {kernels}"
+    )
     header = f"{'imgsz':>5} {'masks u/f':>10} | {'stage':<10} {'ultralytics':>11} {'fastsam':>9} {'ratio':>7}"
     print(header)
     print("-" * len(header))
     for imgsz in args.imgsz:
-        kw = dict(imgsz=imgsz, conf=0.4, iou=0.9, retina_masks=True, max_det=300)
-        cfg = PredictConfig(**kw)
-
-        def ultra_call():
-            return ultra.predict(str(image), device="cpu", verbose=False, **kw)[0]
-
-        u_e2e, f_e2e, u_res, f_res = paired_ms(ultra_call, lambda: ours(image, **kw), args.runs)
-        speeds = [ultra_call().speed for _ in range(args.runs)]
-        u_post = statistics.median(s["postprocess"] for s in speeds)
-
-        x, geom = letterbox(load_image(image), cfg.input_size)
-        net = ultra.predictor.model.model  # the fused torch module ultralytics runs
-        with torch.inference_mode():
-            u_fwd, f_fwd, _, (preds, protos) = paired_ms(lambda: net(x), lambda: ours.forward(x), args.runs)
-        f_post, _ = median_ms(lambda: ours.postprocess(preds[0], protos[0], geom, cfg), args.runs)
-        counts = f"{len(u_res.masks.data) if u_res.masks is not None else 0}/{len(f_res)}"
-        for stage, u, f in (("forward", u_fwd, f_fwd), ("post", u_post, f_post), ("end2end", u_e2e, f_e2e)):
-            print(f"{imgsz:>5} {counts:>10} | {stage:<10} {u:>11.1f} {f:>9.1f} {u / f:>6.2f}x")
-        # dense masks on demand (what ultralytics always builds) — reported, not in end2end
-        dense, _ = median_ms(lambda: ours(image, **kw).masks, 3)
-        print(f"{imgsz:>5} {'':>10} | {'e2e+dense':<10} {u_e2e:>11.1f} {dense:>9.1f} {u_e2e / dense:>6.2f}x")
+        bench_size(imgsz, ultra, ours, image, args.runs)
 
 
 if __name__ == "__main__":

@@ -75,24 +75,39 @@ def main() -> None:
     fp32 = FastSAM(export_model(weights, "openvino", work / "fp32", dynamic=True), cache_size=0)
     dataset, _ = open_dataset(work / "test")
     images = sorted((work / "test").glob("*.jpg"))
-    ar = lambda m: evaluate(m, dataset, imgsz=args.imgsz, progress=False)["mask_AR@100"]
+
+    def ar(m):
+        return evaluate(m, dataset, imgsz=args.imgsz, progress=False)["mask_AR@100"]
+
     base_ar = ar(fp32)
     x, _ = letterbox(np.asarray(__import__("PIL.Image").Image.open(images[0]).convert("RGB")), cfg.input_size)
     rows = []
     for scope in args.scopes.split(","):
-        xml = export_model(weights, "openvino", work / f"int8-{scope}", dynamic=True, int8=True,
-                           calib=work / "calib", calib_n=args.calib, keep_fp32=SCOPES[scope])  # fmt: skip
+        xml = export_model(
+            weights,
+            "openvino",
+            work / f"int8-{scope}",
+            dynamic=True,
+            int8=True,
+            calib=work / "calib",
+            calib_n=args.calib,
+            keep_fp32=SCOPES[scope],
+        )
         q = FastSAM(xml, cache_size=0)
         matched, mean_iou, n = agreement(fp32, q, images, cfg)
         t_fp32, t_int8 = forward_ms([fp32, q], x, args.runs)
         rows.append((scope, base_ar, ar(q), matched, mean_iou, n, t_fp32, t_int8))
     print(f"weights: {weights}; imgsz {args.imgsz}; {args.scenes} held-out scenes; {args.calib} calibration scenes\n")
-    print("| keep fp32 | AR@100 fp32 | AR@100 int8 | drop | fp32 masks matched (IoU>=0.9) | mean best IoU | "
-          "forward fp32 ms | forward int8 ms | speed-up |")  # fmt: skip
+    print(
+        "| keep fp32 | AR@100 fp32 | AR@100 int8 | drop | fp32 masks matched (IoU>=0.9) | mean best IoU | "
+        "forward fp32 ms | forward int8 ms | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for scope, a32, a8, m, miou, n, t32, t8 in rows:
-        print(f"| {scope} | {a32:.3f} | {a8:.3f} | {a32 - a8:+.3f} | {m:.1%} of {n} | {miou:.3f} | {t32:.1f} | "
-              f"{t8:.1f} | {t32 / t8:.2f}x |")  # fmt: skip
+        print(
+            f"| {scope} | {a32:.3f} | {a8:.3f} | {a32 - a8:+.3f} | {m:.1%} of {n} | {miou:.3f} | {t32:.1f} | "
+            f"{t8:.1f} | {t32 / t8:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-cfg-"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
-import ultra_ref  # noqa: E402
+import ultra_ref
 
 
 def original_points(masks: np.ndarray, points: list[list[int]], labels: list[int]) -> np.ndarray:
@@ -80,8 +80,10 @@ def main() -> None:
     ours_pts = select_by_points(seg, points, labels).mask
     assert np.array_equal(ours_pts, original_points(dense, points, labels)), "point results differ"
     assert int(select_by_boxes(seg, [box])[0]) == original_box(dense, box), "box results differ"
-    print(f"{len(seg)} masks on zidane.jpg 1280x720, everything mode {everything_ms:.0f} ms (once); "
-          f"medians of {args.runs} runs, ms")  # fmt: skip
+    print(
+        f"{len(seg)} masks on zidane.jpg 1280x720, everything mode {everything_ms:.0f} ms (once); "
+        f"medians of {args.runs} runs, ms"
+    )
     print(f"{'prompt':<8} {'original algorithm':>18} {'fastsam':>8} {'ratio':>7}")
     rows = (
         ("points", lambda: original_points(dense, points, labels), lambda: select_by_points(seg, points, labels)),

@@ -112,8 +112,13 @@ def stamp(path: Path) -> str:
 
 # -- parent: inputs ------------------------------------------------------------------------------
 def assets_dir() -> Path:
-    out = subprocess.run([sys.executable, "-c", "import ultralytics, os; print(os.path.dirname(ultralytics.__file__))"],
-                         capture_output=True, text=True, env=_env(), check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", "import ultralytics, os; print(os.path.dirname(ultralytics.__file__))"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
     return Path(out.stdout.strip().splitlines()[-1]) / "assets"
 
 
@@ -158,7 +163,9 @@ def ensure_photos(work: Path, names: list[str], assets: Path) -> dict[str, Path]
 
 
 def calibration_images(assets: Path) -> list[str]:
-    return [str(assets / "bus.jpg"), str(assets / "zidane.jpg")] + [str(p) for p in sorted((REPO / "examples").glob("*.jpg"))]
+    return [str(assets / "bus.jpg"), str(assets / "zidane.jpg")] + [
+        str(p) for p in sorted((REPO / "examples").glob("*.jpg"))
+    ]
 
 
 def input_shape(photo: str, imgsz: int, mode: str) -> tuple[int, int]:
@@ -196,16 +203,25 @@ def report(cfg: dict[str, Any], result: dict[str, Any], rows: list[str]) -> dict
     """Print the markdown table of one configuration; return its medians for the summary."""
     w, h = PHOTOS[cfg["photo"]]
     shape = "x".join(map(str, cfg["shape"]))
-    print(f"\n### FastSAM-{cfg['scale']} · {cfg['photo']} {w}x{h} · imgsz {cfg['imgsz']} "
-          f"(static exports {shape}) · medians of {cfg['runs']} rounds, ms\n")  # fmt: skip
+    print(
+        f"\n### FastSAM-{cfg['scale']} · {cfg['photo']} {w}x{h} · imgsz {cfg['imgsz']} "
+        f"(static exports {shape}) · medians of {cfg['runs']} rounds, ms\n"
+    )
     if "fatal" in result:
         print(f"error: {result['fatal']}")
         return {}
-    med = {k: {m: statistics.median(v[m]) for m in ("forward", "post", "e2e")} for k, v in result["rows"].items() if "error" not in v}  # fmt: skip
+    med = {
+        k: {m: statistics.median(v[m]) for m in ("forward", "post", "e2e")}
+        for k, v in result["rows"].items()
+        if "error" not in v
+    }
     ref = med.get("ultra-torch", {}).get("e2e")
     exports = [med[k]["e2e"] for k in ULTRA_EXPORTS if k in med]
     best_export = min(exports) if exports else None
-    print("| runtime | masks | forward ms | post ms | end to end ms | vs ultralytics PyTorch | vs ultralytics best export | notes |")
+    print(
+        "| runtime | masks | forward ms | post ms | end to end ms "
+        "| vs ultralytics PyTorch | vs ultralytics best export | notes |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for key in rows:
         row = result["rows"].get(key, {"error": "not run"})
@@ -215,24 +231,34 @@ def report(cfg: dict[str, Any], result: dict[str, Any], rows: list[str]) -> dict
             print(f"| {ROWS[key]} | error: {error} |  |  |  |  |  | {notes} |")
             continue
         m = med[key]
-        print(f"| {ROWS[key]} | {row['masks']} | {m['forward']:.1f} | {m['post']:.1f} | {m['e2e']:.1f} | "
-              f"{fmt_ratio(ref, m['e2e'])} | {fmt_ratio(best_export, m['e2e'])} | {notes} |")  # fmt: skip
+        print(
+            f"| {ROWS[key]} | {row['masks']} | {m['forward']:.1f} | {m['post']:.1f} | {m['e2e']:.1f} | "
+            f"{fmt_ratio(ref, m['e2e'])} | {fmt_ratio(best_export, m['e2e'])} | {notes} |"
+        )
     agree = dict(result.get("agreement", {}))
     shapes = agree.pop("_shapes", {})
     if agree:
-        print(f"\nmask agreement on {cfg['photo']} (share of our non-empty fp32 PyTorch masks matched with IoU >= 0.9, mean best IoU):")
+        print(
+            f"\nmask agreement on {cfg['photo']} "
+            "(share of our non-empty fp32 PyTorch masks matched with IoU >= 0.9, mean best IoU):"
+        )
     for key in sorted(agree, key=lambda k: k != "int8"):  # int8 first
         a = agree[key]
         if "error" in a:
             print(f"- {ROWS[key]}: error: {a['error']}")
             continue
         same, row = a["same"], a["row"]
-        first = (f"vs PyTorch fp32 on the same {shapes.get('same', '?')} input: {same['matched']:.1%} of {same['reference']} "
-                 f"({same['mean_iou']:.3f}; {same['empty']} empty there)")  # fmt: skip
+        first = (
+            f"vs PyTorch fp32 on the same {shapes.get('same', '?')} input: "
+            f"{same['matched']:.1%} of {same['reference']} "
+            f"({same['mean_iou']:.3f}; {same['empty']} empty there)"
+        )
         parts = [first]
         if shapes.get("row") != shapes.get("same"):
-            parts.append(f"vs the PyTorch row ({shapes.get('row', '?')} input): {row['matched']:.1%} of {row['reference']} "
-                         f"({row['mean_iou']:.3f}; {row['empty']} empty there)")  # fmt: skip
+            parts.append(
+                f"vs the PyTorch row ({shapes.get('row', '?')} input): {row['matched']:.1%} of {row['reference']} "
+                f"({row['mean_iou']:.3f}; {row['empty']} empty there)"
+            )
         print(f"- {ROWS[key]} ({a['masks']} masks, {a['empty']} empty): " + "; ".join(parts))
     sys.stdout.flush()
     return {"med": med, "agreement": agree}
@@ -255,15 +281,23 @@ def summary_line(cfg: dict[str, Any], res: dict[str, Any]) -> str:
     if exports:
         ubest = min(exports, key=exports.get)
         r2 = fmt_ratio(exports[ubest], ours[best])
-        parts.append(f", ours best / ultralytics best export ({ROWS[ubest]}) = {r2}" + (" (target >= 1.3x)" if target else ""))
+        parts.append(
+            f", ours best / ultralytics best export ({ROWS[ubest]}) = {r2}" + (" (target >= 1.3x)" if target else "")
+        )
     else:
         parts.append(", ultralytics best export: none ran")
     if best == "int8" and fp32:
         fbest = min(fp32, key=fp32.get)
-        parts.append(f"; best fp32 ({ROWS[fbest]}): {fmt_ratio(ref, fp32[fbest])} / "
-                     f"{fmt_ratio(min(exports.values()) if exports else None, fp32[fbest])}")  # fmt: skip
+        parts.append(
+            f"; best fp32 ({ROWS[fbest]}): {fmt_ratio(ref, fp32[fbest])} / "
+            f"{fmt_ratio(min(exports.values()) if exports else None, fp32[fbest])}"
+        )
     torch_ms = ours.get("torch")
-    vs = [f"{k.replace('ort', 'ORT').replace('openvino', 'OV')} {fmt_ratio(torch_ms, ours[k])}" for k in ("ort", "openvino") if k in ours]
+    vs = [
+        f"{k.replace('ort', 'ORT').replace('openvino', 'OV')} {fmt_ratio(torch_ms, ours[k])}"
+        for k in ("ort", "openvino")
+        if k in ours
+    ]
     parts.append(f"; fp32 ORT/OV vs our torch: {', '.join(vs) if vs and torch_ms else '–'}")
     return " ".join([head, *parts]).replace(" ,", ",").replace(" ;", ";")
 
@@ -276,8 +310,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="timed rounds per configuration (medians; >= 5 for a result)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls per row before the rounds")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fastsam-bench-runtimes",
-                    help="cache of checkpoints, photos and exports, reused across runs")  # fmt: skip
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "fastsam-bench-runtimes",
+        help="cache of checkpoints, photos and exports, reused across runs",
+    )
     ap.add_argument("--calib-n", type=int, default=4, help="int8 calibration images (at most the 4 available)")
     ap.add_argument("--shape", choices=["square", "rect"], default="square", help="input shape of the static exports")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
@@ -301,8 +339,10 @@ def main() -> None:
     photos = ensure_photos(work, args.photos, assets)
     calib = calibration_images(assets)[: args.calib_n]
     versions = run_worker("time", {"versions_only": True}, timeout=300)
-    print(f"work {work}; {versions.get('versions', versions.get('fatal'))}; threads {THREADS}; "
-          f"{PREDICT}; int8 calibration: {', '.join(Path(p).name for p in calib)}")  # fmt: skip
+    print(
+        f"work {work}; {versions.get('versions', versions.get('fatal'))}; threads {THREADS}; "
+        f"{PREDICT}; int8 calibration: {', '.join(Path(p).name for p in calib)}"
+    )
     if args.runs < 5:
         print(f"NOTE: --runs {args.runs}: a smoke test, not a measurement (medians need >= 5 rounds)")
     done = []
@@ -311,9 +351,20 @@ def main() -> None:
             for photo in args.photos:
                 shape = input_shape(photo, imgsz, args.shape)
                 exp_dir = work / "exports" / f"FastSAM-{scale}-{shape[0]}x{shape[1]}"
-                cfg = {"scale": scale, "photo": photo, "imgsz": imgsz, "shape": list(shape), "runs": args.runs,
-                       "warmup": args.warmup, "rows": rows, "ckpt": str(ckpts[scale]), "image": str(photos[photo]),
-                       "exports": str(exp_dir), "calib": calib, "shape_mode": args.shape}  # fmt: skip
+                cfg = {
+                    "scale": scale,
+                    "photo": photo,
+                    "imgsz": imgsz,
+                    "shape": list(shape),
+                    "runs": args.runs,
+                    "warmup": args.warmup,
+                    "rows": rows,
+                    "ckpt": str(ckpts[scale]),
+                    "image": str(photos[photo]),
+                    "exports": str(exp_dir),
+                    "calib": calib,
+                    "shape_mode": args.shape,
+                }
                 t0 = time.perf_counter()
                 prep = run_worker("prepare", cfg, timeout=args.timeout)
                 cfg["artifacts"] = prep.get("artifacts", {})
@@ -396,7 +447,7 @@ def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     raise RuntimeError(f"export wrote {written}, expected {artifacts[key]}")
             marker.parent.mkdir(exist_ok=True)
             marker.write_text(source)
-        except Exception as exc:  # noqa: BLE001 - a failing export is reported in its row
+        except Exception as exc:
             errors[key] = f"export failed: {one_line(exc)}"
     return {"artifacts": {k: str(v) for k, v in artifacts.items()}, "errors": errors, "notes": notes}
 
@@ -462,13 +513,17 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
         import ultralytics
 
         kernels = "C" if _native.available() else "numpy fallback"
-        return {"versions": f"fastsam {fastsam.__version__}, ultralytics {ultralytics.__version__}, torch "
-                            f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino "
-                            f"{openvino.__version__}; mask/NMS kernels: {kernels}"}  # fmt: skip
+        return {
+            "versions": f"fastsam {fastsam.__version__}, ultralytics {ultralytics.__version__}, torch "
+            f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino "
+            f"{openvino.__version__}; mask/NMS kernels: {kernels}"
+        }
 
     image, imgsz, shape = spec["image"], spec["imgsz"], tuple(spec["shape"])
     artifacts = {k: Path(v) for k, v in spec["artifacts"].items()}
-    rows = {k: {"forward": [], "post": [], "e2e": [], "notes": list(spec["export_notes"].get(k, []))} for k in spec["rows"]}
+    rows = {
+        k: {"forward": [], "post": [], "e2e": [], "notes": list(spec["export_notes"].get(k, []))} for k in spec["rows"]
+    }
     ultra_imgsz = imgsz if shape[0] == shape[1] else list(shape)
 
     def ultra_call(model: Any, size: Any) -> tuple[float, float, float, np.ndarray]:
@@ -509,13 +564,13 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     row["notes"].append(f"inference precision {_precision(model.backend.compiled)}")
                 calls[key] = lambda m=model: ours_call(m)
                 models[key] = model
-        except Exception as exc:  # noqa: BLE001 - a failing row is reported, the others go on
+        except Exception as exc:
             row["error"] = one_line(exc)
 
     def guarded(key: str) -> Any:
         try:
             return calls[key]()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             rows[key]["error"] = one_line(exc)
             del calls[key]
             return None
@@ -558,8 +613,11 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
             # torch row letterboxes to the minimal rectangle): isolates runtime/precision from padding
             x, geom = letterbox(load_image(image), cfg.input_size, cfg.stride, shape=shape)
             preds, protos = ref_model.forward(x)
-            refs = {"same": ref_model.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg).masks,
-                    "row": masks["torch"] if "torch" in masks else ref_model(image, imgsz=imgsz, **PREDICT).masks}  # fmt: skip
+            refs = {
+                "same": ref_model.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg).masks,
+                "row": masks["torch"] if "torch" in masks else ref_model(image, imgsz=imgsz, **PREDICT).masks,
+            }
+
             def nonempty(m: np.ndarray) -> np.ndarray:
                 return m[m.reshape(len(m), -1).any(1)]
 
@@ -571,12 +629,17 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     # share is over the non-empty reference masks and the empty ones are counted apart
                     full = nonempty(ref)
                     best = best_match_iou(full, other)
-                    agreement[key][name] = {"matched": float((best >= 0.9).mean()) if len(best) else 1.0,
-                                            "mean_iou": float(best.mean()) if len(best) else 1.0,
-                                            "reference": len(full), "empty": len(ref) - len(full)}  # fmt: skip
-            agreement["_shapes"] = {"same": "x".join(map(str, geom.input_size)),
-                                    "row": "x".join(map(str, letterbox(load_image(image), cfg.input_size)[1].input_size))}  # fmt: skip
-        except Exception as exc:  # noqa: BLE001
+                    agreement[key][name] = {
+                        "matched": float((best >= 0.9).mean()) if len(best) else 1.0,
+                        "mean_iou": float(best.mean()) if len(best) else 1.0,
+                        "reference": len(full),
+                        "empty": len(ref) - len(full),
+                    }
+            agreement["_shapes"] = {
+                "same": "x".join(map(str, geom.input_size)),
+                "row": "x".join(map(str, letterbox(load_image(image), cfg.input_size)[1].input_size)),
+            }
+        except Exception as exc:
             agreement = {k: {"error": one_line(exc)} for k in wanted}
     return {"rows": rows, "agreement": agreement}
 

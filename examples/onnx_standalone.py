@@ -110,7 +110,8 @@ def detect(preds, nc, conf, iou, max_det, in_h, in_w):
     boxes[:, 2] = np.where(boxes[:, 2] > in_w - 20, in_w, boxes[:, 2])
     boxes[:, 3] = np.where(boxes[:, 3] > in_h - 20, in_h, boxes[:, 3])
     inter = (np.minimum(boxes[:, 2], in_w) - np.maximum(boxes[:, 0], 0)).clip(0) * (
-        np.minimum(boxes[:, 3], in_h) - np.maximum(boxes[:, 1], 0)).clip(0)  # fmt: skip
+        np.minimum(boxes[:, 3], in_h) - np.maximum(boxes[:, 1], 0)
+    ).clip(0)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     full = inter / (np.float32(in_w * in_h) + area - inter + np.float32(1e-7)) > 0.9
     boxes[full] = (0, 0, in_w, in_h)
@@ -135,10 +136,12 @@ def lerp_rows(src, taps, offset):
 def masks_at_image_size(protos, coefs, boxes, h0, w0):
     """Mask k = (coefs[k] @ protos) cut to the un-padded area, resized bilinearly to (h0, w0),
     > 0 inside box k. Only the prototype window under each box is computed."""
-    nm, mh, mw = protos.shape
+    _nm, mh, mw = protos.shape
     g = min(mh / h0, mw / w0)
     pad_h, pad_w = (mh - h0 * g) / 2, (mw - w0 * g) / 2
-    grid = np.ascontiguousarray(protos[:, int(pad_h) : int(mh - pad_h), int(pad_w) : int(mw - pad_w)].transpose(1, 2, 0))
+    grid = np.ascontiguousarray(
+        protos[:, int(pad_h) : int(mh - pad_h), int(pad_w) : int(mw - pad_w)].transpose(1, 2, 0)
+    )
     ty, tx = bilinear_taps(grid.shape[0], h0), bilinear_taps(grid.shape[1], w0)
     masks = np.zeros((len(boxes), h0, w0), bool)
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):

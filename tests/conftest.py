@@ -21,8 +21,9 @@ def ultralytics_env(tmp: Path) -> dict[str, str]:
 
 
 def run_script(args: list[str], tmp: Path, timeout: int = 600) -> None:
-    proc = subprocess.run([sys.executable, *args], env=ultralytics_env(tmp), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, *args], env=ultralytics_env(tmp), capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
@@ -32,7 +33,7 @@ def ultra_assets() -> Path:
     """ultralytics' shipped photos (bus.jpg 810x1080, zidane.jpg 1280x720), found without importing it."""
     spec = importlib.util.find_spec("ultralytics")
     assert spec is not None and spec.submodule_search_locations, "ultralytics (test extra) is not installed"
-    return Path(list(spec.submodule_search_locations)[0]) / "assets"
+    return Path(next(iter(spec.submodule_search_locations))) / "assets"
 
 
 @pytest.fixture(scope="session")

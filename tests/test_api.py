@@ -201,7 +201,7 @@ def test_safetensors_weights_give_identical_results(small_ckpt, zidane, base, tm
 
     path = fastsam.convert(small_ckpt, tmp_path / "s.safetensors", dtype=dtype)
     with safe_open(str(path), framework="pt") as fh:
-        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()} - {torch.int64}
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()} - {torch.int64}  # noqa: SIM118 - safe_open is not iterable
     assert dtypes == {dtype or torch.float16}  # the .pt holds fp16 tensors; keep by default
     _assert_same(FastSAM(path, cache_size=0)(zidane, imgsz=IMGSZ), base)
 
@@ -270,8 +270,13 @@ AUDIT_SCRIPT = textwrap.dedent(
 
 def test_no_side_effects(small_ckpt):
     """No network, no subprocesses, no writes outside the temp dir, no ultralytics import."""
-    proc = subprocess.run([sys.executable, "-c", AUDIT_SCRIPT, str(small_ckpt), str(SHAPES)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", AUDIT_SCRIPT, str(small_ckpt), str(SHAPES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok ")
 

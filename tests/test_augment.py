@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastsam.data.datasets import Sample, SA1BDataset, masks_to_boxes
+from fastsam.data.datasets import SA1BDataset, Sample, masks_to_boxes
 from fastsam.data.synth import write_dataset
 from fastsam.errors import FastSAMError
 from fastsam.ops.letterbox import letterbox
@@ -165,8 +165,12 @@ def test_mosaic_places_four_images_in_quadrants() -> None:
     canvas, masks = mosaic4(np.random.default_rng(0), items, 32, centre=(20, 40))
     assert canvas.shape == (64, 64, 3) and masks.shape == (4, 64, 64)
     # (canvas window, first source pixel (x, y)) of each item around the centre (20, 40)
-    windows = [((0, 8, 20, 40), (12, 0)), ((20, 8, 52, 40), (0, 0)),
-               ((0, 40, 20, 64), (12, 0)), ((20, 40, 52, 64), (0, 0))]  # fmt: skip
+    windows = [
+        ((0, 8, 20, 40), (12, 0)),
+        ((20, 8, 52, 40), (0, 0)),
+        ((0, 40, 20, 64), (12, 0)),
+        ((20, 40, 52, 64), (0, 0)),
+    ]
     covered = np.zeros((64, 64), bool)
     for j, ((x1, y1, x2, y2), (sx, sy)) in enumerate(windows):
         patch = canvas[y1:y2, x1:x2]
@@ -210,8 +214,19 @@ def test_image_and_masks_stay_aligned() -> None:
         masks = np.stack([rect((64, 80), *b) for b in boxes])
         img = np.where(masks.any(0)[..., None], 255, 0).astype(np.uint8).repeat(3, 2)
         src.append(Sample(img, masks, masks_to_boxes(masks), f"s{j}"))
-    cfg = AugmentConfig(degrees=20, translate=0.2, scale=0.4, shear=5, perspective=0.0005, hsv_h=0.0, hsv_s=0.0,
-                        hsv_v=0.0, fliplr=0.5, flipud=0.5, min_area=40)  # fmt: skip
+    cfg = AugmentConfig(
+        degrees=20,
+        translate=0.2,
+        scale=0.4,
+        shear=5,
+        perspective=0.0005,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+        fliplr=0.5,
+        flipud=0.5,
+        min_area=40,
+    )
     ds = TrainDataset(src, 64, cfg, seed=11)
     checked = 0
     for epoch in range(4):
@@ -237,8 +252,12 @@ def test_validation_is_the_square_letterbox(sa1b: SA1BDataset) -> None:
 
 
 def test_tiny_instances_are_dropped() -> None:
-    masks = [rect((64, 64), 1, 1, 2, 2), rect((64, 64), 10, 10, 13, 11), rect((64, 64), 20, 20, 22, 22),
-             rect((64, 64), 30, 30, 40, 40)]  # fmt: skip
+    masks = [
+        rect((64, 64), 1, 1, 2, 2),
+        rect((64, 64), 10, 10, 13, 11),
+        rect((64, 64), 20, 20, 22, 22),
+        rect((64, 64), 30, 30, 40, 40),
+    ]
     src = [sample(masks)]
     it = TrainDataset(src, 64)[0]  # validation: default min_area 4
     assert it["boxes"].tolist() == [[20, 20, 22, 22], [30, 30, 40, 40]]
@@ -282,8 +301,11 @@ def test_close_mosaic_phase(sa1b: SA1BDataset) -> None:
 
 
 def test_collate_with_an_empty_image() -> None:
-    src = [sample([rect((64, 64), 0, 0, 8, 8), rect((64, 64), 8, 8, 24, 24)], name="a"), sample([], name="b"),
-           sample([rect((64, 64), 32, 32, 40, 48)], name="c")]  # fmt: skip
+    src = [
+        sample([rect((64, 64), 0, 0, 8, 8), rect((64, 64), 8, 8, 24, 24)], name="a"),
+        sample([], name="b"),
+        sample([rect((64, 64), 32, 32, 40, 48)], name="c"),
+    ]
     ds = TrainDataset(src, 64, STILL)
     empty = ds[1]
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 16, 16)

@@ -18,13 +18,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from test_serve import ColourScorer, inside_point, png_bytes, random_model, scene
 
 from fastsam import FastSAM, PredictConfig
 from fastsam.errors import FastSAMError
 from fastsam.formats import rle_decode
 from fastsam.serve import create_app
 from fastsam.serve.server import BackgroundServer
-from test_serve import ColourScorer, inside_point, png_bytes, random_model, scene
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 H, W = 480, 640
@@ -58,9 +58,8 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def model_and_config(tmp_path_factory):
-    from fastsam.weights import default_model_path
-
     from fastsam.train.evaluate import default_imgsz
+    from fastsam.weights import default_model_path
 
     try:
         path, which = default_model_path(), "shipped demo model"
@@ -166,8 +165,10 @@ def test_page_segments_and_selects_in_chromium(browser, model_and_config, tmp_pa
         first = drawn
         page.screenshot(path=str(ARTIFACTS / "browser_point.png"))
         inter = (drawn & obj).sum()
-        print(f"screenshot: {ARTIFACTS / 'browser_point.png'}; selection covers {inter / obj.sum():.0%} of the "
-              f"object, IoU {inter / (drawn | obj).sum():.2f}")
+        print(
+            f"screenshot: {ARTIFACTS / 'browser_point.png'}; selection covers {inter / obj.sum():.0%} of the "
+            f"object, IoU {inter / (drawn | obj).sum():.2f}"
+        )
 
         # right click far away from the object: a background point
         far = np.argwhere(~masks.any(0))
@@ -218,11 +219,14 @@ def test_page_segments_and_selects_in_chromium(browser, model_and_config, tmp_pa
         assert len(answer["by_prompt"]["texts"][0]) == 1 and drawn.any()
 
         # dropping the image on the page opens it too (same pixels: the cached result, same id)
-        drop = page.evaluate_handle("""(b64) => {
+        drop = page.evaluate_handle(
+            """(b64) => {
             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
             const dt = new DataTransfer();
             dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
-            return dt; }""", base64.b64encode(image.read_bytes()).decode())  # fmt: skip
+            return dt; }""",
+            base64.b64encode(image.read_bytes()).decode(),
+        )
         page.dispatch_event("#stage", "drop", {"dataTransfer": drop})
         page.wait_for_function("() => document.getElementById('stage').dataset.state === 'ready'")
         assert data(page, "image-id") == key and data(page, "prompt-count") == "0"

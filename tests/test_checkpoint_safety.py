@@ -66,7 +66,7 @@ class Evil:
 
 def _payloads(marker: Path, victim: Path) -> dict[str, tuple[tuple, str]]:
     """name -> (__reduce__ value, word the refusal must name)."""
-    write = "open(%r, 'w').write('x')" % str(marker)
+    write = f"open({str(marker)!r}, 'w').write('x')"
     return {
         "os.system": ((os.system, ("touch " + str(marker),)), "system"),
         "eval": ((builtins.eval, (write,)), "eval"),
@@ -333,8 +333,11 @@ def test_infer_config_recovers_architecture(scale, overrides):
     cfg = infer_config(to_ultralytics(model))
     assert cfg == model.config
     assert (cfg.scale, cfg.num_classes, cfg.reg_max, cfg.num_masks) == (
-        scale, overrides.get("num_classes", 1), overrides.get("reg_max", 16), 32,
-    )  # fmt: skip
+        scale,
+        overrides.get("num_classes", 1),
+        overrides.get("reg_max", 16),
+        32,
+    )
 
 
 @pytest.mark.parametrize("how", ["shifted", "wrong-length"])

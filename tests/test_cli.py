@@ -20,8 +20,16 @@ from fastsam.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ROOT / "examples" / "shapes.jpg"
-RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box",
-               "box_xyxy"}  # fmt: skip
+RECORD_KEYS = {
+    "segmentation",
+    "area",
+    "bbox",
+    "predicted_iou",
+    "stability_score",
+    "point_coords",
+    "crop_box",
+    "box_xyxy",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,9 @@ def segment(small_ckpt: Path, tmp_path_factory):
 
     def run(*sources, args=()):
         out = tmp_path_factory.mktemp("out")
-        rc = main(["segment", *map(str, sources), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out),
-                   *args])  # fmt: skip
+        rc = main(
+            ["segment", *map(str, sources), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out), *args]
+        )
         return rc, out
 
     return run
@@ -240,9 +249,24 @@ def test_convert_refuses_to_overwrite_its_input(small_ckpt, tmp_path, capsys, us
 def test_console_script(small_ckpt, tmp_path):
     """The installed ``fastsam`` entry point runs a segmentation end to end."""
     exe = Path(sys.executable).parent / ("fastsam.exe" if os.name == "nt" else "fastsam")
-    proc = subprocess.run([str(exe), "segment", str(SHAPES), "--model", str(small_ckpt), "--imgsz", "256",
-                           "--max-det", "5", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            str(exe),
+            "segment",
+            str(SHAPES),
+            "--model",
+            str(small_ckpt),
+            "--imgsz",
+            "256",
+            "--max-det",
+            "5",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(_records(tmp_path / "shapes.json")) == 5
     assert Image.open(tmp_path / "shapes.png").size == (960, 640)

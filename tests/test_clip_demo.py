@@ -36,7 +36,7 @@ def test_shipped_file_is_small_fp16_and_self_describing() -> None:
     assert path.stat().st_size <= 10 * 1024 * 1024
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
-        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 - safe_open is not iterable
     assert dtypes == {"F16"}
     assert meta["format"] == "fastsam-clip"
     assert json.loads(meta["config"]) == cd.DEMO_CONFIG
@@ -80,7 +80,9 @@ def test_text_prompt_selects_the_right_object_on_held_out_scenes(scorer) -> None
     assert res.accuracy >= 0.8, res.misses[:20]
     assert res.total - res.correct == len(res.misses)
     # the wrong picks are (nearly all) the right colour: colour is easy, round shapes are not
-    assert sum(got is not None and got.split()[1] == want.split()[1] for _, want, got in res.misses) >= 0.8 * len(res.misses)
+    assert sum(got is not None and got.split()[1] == want.split()[1] for _, want, got in res.misses) >= 0.8 * len(
+        res.misses
+    )
 
 
 @pytest.mark.slow
@@ -115,9 +117,14 @@ def test_training_crops_are_the_inference_crops() -> None:
     expected, labels = [], []
     for img, anns in cd.scenes(7, 2):
         keep = [a for a in anns if a["area"] >= 64]
-        masks = np.stack([mask_utils.decode({"size": a["segmentation"]["size"],
-                                             "counts": a["segmentation"]["counts"].encode()}).astype(bool)
-                          for a in keep])  # fmt: skip
+        masks = np.stack(
+            [
+                mask_utils.decode(
+                    {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}
+                ).astype(bool)
+                for a in keep
+            ]
+        )
         seg = Segments.from_masks(masks, np.ones(len(keep)))
         expected.append(resize_crops(mask_crops(seg, img, range(len(keep))), (48, 48)))
         labels += [(a["color"], a["shape"]) for a in keep]
@@ -141,9 +148,13 @@ def test_multi_positive_loss_by_hand() -> None:
 def test_train_save_load_roundtrip(tmp_path) -> None:
     """A few steps of a tiny config: the loss is finite and falls; the saved file loads through
     ClipScorer and scores exactly like the trained model rounded to fp16."""
-    cfg = dict(cd.DEMO_CONFIG, name="tiny", embed_dim=16,
-               vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-               text_cfg={"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1})  # fmt: skip
+    cfg = dict(
+        cd.DEMO_CONFIG,
+        name="tiny",
+        embed_dim=16,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        text_cfg={"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    )
     torch.manual_seed(0)
     model = cd.build_clip(cfg)
     data = cd.make_crops(3, 3, 32)
@@ -172,13 +183,23 @@ def _tiny_state() -> dict[str, torch.Tensor]:
     [
         ("not json", "invalid fastsam-clip metadata"),
         (json.dumps({"embed_dim": 8, "vision_cfg": {}}), "invalid fastsam-clip metadata"),
-        (json.dumps({"embed_dim": 8, "vision_cfg": {"timm_model_name": "resnet50"}, "text_cfg": {}}), "needs downloads"),
+        (
+            json.dumps({"embed_dim": 8, "vision_cfg": {"timm_model_name": "resnet50"}, "text_cfg": {}}),
+            "needs downloads",
+        ),
         (json.dumps({"embed_dim": 8, "vision_cfg": {}, "text_cfg": {"hf_model_name": "bert"}}), "needs downloads"),
         (json.dumps({"embed_dim": 8, "vision_cfg": {}, "text_cfg": {}, "mean": [0.5]}), "mean must be 3 numbers"),
         (json.dumps({"embed_dim": 8, "vision_cfg": {"no_such_field": 1}, "text_cfg": {}}), "cannot build CLIP"),
-        (json.dumps({"embed_dim": 8, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
-                                                 "head_width": 16},
-                     "text_cfg": {"context_length": 8, "width": 16, "heads": 2, "layers": 1}}), "does not fit CLIP"),
+        (
+            json.dumps(
+                {
+                    "embed_dim": 8,
+                    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+                    "text_cfg": {"context_length": 8, "width": 16, "heads": 2, "layers": 1},
+                }
+            ),
+            "does not fit CLIP",
+        ),
     ],
 )
 def test_bad_stored_config_is_refused(tmp_path, config, message) -> None:
@@ -205,8 +226,22 @@ def test_cli_text_prompt_uses_the_shipped_clip(tmp_path, capsys) -> None:
     model = tmp_path / "n.safetensors"
     _random_n_model(model)
     out = tmp_path / "out"
-    code = main(["prompt", str(image), "--text", "a red star", "--model", str(model), "--imgsz", "320",
-                 "--conf", "0.01", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "prompt",
+            str(image),
+            "--text",
+            "a red star",
+            "--model",
+            str(model),
+            "--imgsz",
+            "320",
+            "--conf",
+            "0.01",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     records = json.loads((out / "sa_000001.json").read_text())
     assert isinstance(records, list) and (out / "sa_000001.png").stat().st_size > 0

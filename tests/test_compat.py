@@ -93,8 +93,26 @@ def test_text_prompt_without_weights_uses_the_demo_clip_like_the_cli(photo, ever
 
 def test_cli_prompt_points_and_boxes(small_ckpt, photo, everything, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["prompt", str(photo), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out),
-                 "--point", "620,360", "--point", "300,200,0", "--box", "700,100,1000,400", "--box", "200,200,600,500"])
+    code = main(
+        [
+            "prompt",
+            str(photo),
+            "--model",
+            str(small_ckpt),
+            "--imgsz",
+            "320",
+            "--out",
+            str(out),
+            "--point",
+            "620,360",
+            "--point",
+            "300,200,0",
+            "--box",
+            "700,100,1000,400",
+            "--box",
+            "200,200,600,500",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     records = json.loads((out / "zidane.json").read_text())
     assert [r["prompt"]["type"] for r in records] == ["points", "box", "box"]
@@ -142,8 +160,22 @@ def test_cli_prompt_text_with_local_clip_weights(small_ckpt, photo, everything, 
     weights = tmp_path / "clip.pt"
     torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
     out = tmp_path / "out"
-    code = main(["prompt", str(photo), "--model", str(small_ckpt), "--imgsz", "320", "--out", str(out),
-                 "--text", "a person", "--clip-weights", str(weights)])
+    code = main(
+        [
+            "prompt",
+            str(photo),
+            "--model",
+            str(small_ckpt),
+            "--imgsz",
+            "320",
+            "--out",
+            str(out),
+            "--text",
+            "a person",
+            "--clip-weights",
+            str(weights),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     records = json.loads((out / "zidane.json").read_text())
     rgb = np.asarray(Image.open(photo).convert("RGB"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 
 import cv2
@@ -43,12 +42,16 @@ def test_sa1b_dir_and_tar(tmp_path):
         s = ds[i]
         meta = json.loads((d / f"sa_{i + 1:06d}.json").read_text())
         assert s.name == f"sa_{i + 1:06d}" and s.image.shape == (96, 128, 3) and s.image.dtype == np.uint8
-        expect = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
-                  for a in meta["annotations"]]  # fmt: skip
+        expect = [
+            mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
+            for a in meta["annotations"]
+        ]
         assert s.masks.dtype == bool and s.masks.shape == (len(expect), 96, 128) and len(expect) > 0
         assert all(np.array_equal(m, e.astype(bool)) for m, e in zip(s.masks, expect))
         check_boxes(s)
-        assert [list(b) for b in s.boxes] == [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in meta["annotations"])]
+        assert [list(b) for b in s.boxes] == [
+            [x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in meta["annotations"])
+        ]
     dir_samples = [ds[i] for i in range(3)]
 
     shard = tmp_path / "shards" / "sa_000000.tar"
@@ -135,14 +138,29 @@ def test_coco(tmp_path):
     crle = mask_utils.encode(rle_mask)
     ann = [
         {"id": 1, "image_id": 1, "category_id": 3, "segmentation": [poly], "iscrowd": 0},
-        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": {"size": [h, w], "counts": crle["counts"].decode()}, "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": {"size": [h, w], "counts": [0, h * w]}, "iscrowd": 1},
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": {"size": [h, w], "counts": crle["counts"].decode()},
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": {"size": [h, w], "counts": [0, h * w]},
+            "iscrowd": 1,
+        },
         {"id": 4, "image_id": 1, "category_id": 1, "segmentation": [[200, 200, 220, 200, 220, 230]], "iscrowd": 0},
         {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [partial], "iscrowd": 0},
         {"id": 6, "image_id": 1, "category_id": 1, "segmentation": {"size": [h, w], "counts": [0, 20, h * w - 20]}},
         {"id": 7, "image_id": 2, "category_id": 1, "segmentation": [poly], "iscrowd": 0},
-    ]  # fmt: skip
-    images = [{"id": 1, "file_name": "a.png", "width": w, "height": h}, {"id": 2, "file_name": "missing.png", "width": w, "height": h}]
+    ]
+    images = [
+        {"id": 1, "file_name": "a.png", "width": w, "height": h},
+        {"id": 2, "file_name": "missing.png", "width": w, "height": h},
+    ]
     js = tmp_path / "inst.json"
     js.write_text(json.dumps({"images": images, "annotations": ann, "categories": []}))
     ds = COCODataset(tmp_path, js)
@@ -171,9 +189,7 @@ def test_yolo(tmp_path):
     cv2.imwrite(str(tmp_path / "images" / "y.png"), np.full((h, w, 3), 30, np.uint8))
     good = [0.1, 0.2, 0.5, 0.2, 0.4, 0.8]
     (tmp_path / "labels" / "x.txt").write_text(
-        "0 " + " ".join(map(str, good)) + "\n"
-        "1 0.1 0.2 0.3 0.4 0.5\n"
-        "2 1.2 1.2 1.5 1.2 1.5 1.9\n"
+        "0 " + " ".join(map(str, good)) + "\n1 0.1 0.2 0.3 0.4 0.5\n2 1.2 1.2 1.5 1.2 1.5 1.9\n"
     )
     ds = YOLODataset(tmp_path)
     assert len(ds) == 2

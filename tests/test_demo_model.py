@@ -27,7 +27,7 @@ def test_shipped_file_is_small_fp16_safetensors_with_provenance() -> None:
     path = default_model_path()
     assert path.stat().st_size <= 10 * 1024 * 1024
     with safe_open(str(path), "pt") as fh:
-        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118 - safe_open is not iterable
     assert "F16" in dtypes and "F32" not in dtypes
     weights = read_weights(path)
     assert weights.config.scale == "n" and weights.config.num_classes == 1
@@ -71,8 +71,15 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path: Path) -> None:
     from fastsam.train.trainer import TrainConfig, Trainer
 
     write_dataset(tmp_path / "d", 2, seed=HELD_OUT_SEED, size=(64, 64))
-    cfg = TrainConfig(data=str(tmp_path / "d"), model=str(default_model_path()), out=str(tmp_path / "o"), imgsz=64,
-                      epochs=1, batch=2, workers=0)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(tmp_path / "d"),
+        model=str(default_model_path()),
+        out=str(tmp_path / "o"),
+        imgsz=64,
+        epochs=1,
+        batch=2,
+        workers=0,
+    )
     trainer = Trainer(cfg, progress=False)
     shipped = read_weights(default_model_path()).state
     own = trainer.model.state_dict()

@@ -33,7 +33,7 @@ from fastsam.train.evaluate import (
     evaluate,
     format_table,
     open_dataset,
-)  # fmt: skip
+)
 
 SIZE = (64, 96)
 AREA_KEYS = {k for k in METRIC_KEYS if "_small@" in k or "_medium@" in k or "_large@" in k}
@@ -127,8 +127,10 @@ def test_box_metrics_use_the_detection_boxes():
 def test_input_forms_agree():
     """Sample or (masks, boxes); Segments, (boxes, scores, masks) or a mapping: the same numbers."""
     rng = np.random.default_rng(0)
-    preds = [pred([np.roll(m, int(rng.integers(0, 8)), axis=0) for m in ms] + [square(50, 80, 10)],
-                  list(rng.random(3))) for ms in IMAGES]  # fmt: skip
+    preds = [
+        pred([np.roll(m, int(rng.integers(0, 8)), axis=0) for m in ms] + [square(50, 80, 10)], list(rng.random(3)))
+        for ms in IMAGES
+    ]
     ref = coco_metrics(GT, preds)
     samples = [Sample(np.zeros((*SIZE, 3), np.uint8), m, b.astype(np.float32), f"im{i}") for i, (m, b) in enumerate(GT)]
     tuples = [(p.boxes, p.scores, p.masks) for p in preds]
@@ -152,8 +154,10 @@ def _random_case(seed: int):
         masks = [m for m in masks if m.any()]
         gts.append(gt(*masks))
         pm = [np.roll(m, tuple(rng.integers(-4, 5, 2)), axis=(0, 1)) for m in masks]
-        pm += [square(int(rng.integers(0, 220)), int(rng.integers(0, 300)), int(rng.integers(5, 80)), size)
-               for _ in range(14)]  # fmt: skip
+        pm += [
+            square(int(rng.integers(0, 220)), int(rng.integers(0, 300)), int(rng.integers(5, 80)), size)
+            for _ in range(14)
+        ]
         keep = [m for m in pm if m.any()]
         boxes = masks_to_boxes(np.stack(keep)) + rng.normal(0, 1.5, (len(keep), 4)).astype(np.float32)
         preds.append((boxes, rng.random(len(keep)), np.stack(keep)))
@@ -171,14 +175,23 @@ def test_matches_pycocotools_summarize_where_it_means_the_same(seed):
     for i, ((masks, boxes), (pboxes, scores, pmasks)) in enumerate(zip(gts, preds)):
         for m, b in zip(masks, boxes):
             rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "segmentation": rle,
-                         "area": float(m.sum()), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                         "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "area": float(m.sum()),
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "iscrowd": 0,
+                }
+            )
         for b, s, m in zip(pboxes.tolist(), scores.tolist(), pmasks):
             rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
             res_segm.append({"image_id": i + 1, "category_id": 1, "segmentation": rle, "score": s})
-            res_box.append({"image_id": i + 1, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                            "score": s})  # fmt: skip
+            res_box.append(
+                {"image_id": i + 1, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s}
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1}]}
@@ -190,8 +203,17 @@ def test_matches_pycocotools_summarize_where_it_means_the_same(seed):
             ev.accumulate()
             ev.summarize()
             s = ev.stats
-            expected = {"AP": s[0], "AP50": s[1], "AP75": s[2], "AR@10": s[6], "AR@100": s[7], "AR@1000": s[8],
-                        "AR_small@1000": s[9], "AR_medium@1000": s[10], "AR_large@1000": s[11]}  # fmt: skip
+            expected = {
+                "AP": s[0],
+                "AP50": s[1],
+                "AP75": s[2],
+                "AR@10": s[6],
+                "AR@100": s[7],
+                "AR@1000": s[8],
+                "AR_small@1000": s[9],
+                "AR_medium@1000": s[10],
+                "AR_large@1000": s[11],
+            }
             for key, value in expected.items():
                 assert value > -1
                 assert ours[f"{kind}_{key}"] == pytest.approx(value, abs=1e-12), (kind, key)
@@ -317,9 +339,11 @@ def test_detect_and_open_coco(tmp_path):
     m = square(10, 20, 15, (64, 80))
     rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode()
-    coco = {"images": [{"id": 7, "file_name": "a.jpg", "height": 64, "width": 80}],
-            "annotations": [{"id": 1, "image_id": 7, "segmentation": rle, "iscrowd": 0, "category_id": 1}],
-            "categories": [{"id": 1, "name": "x"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 7, "file_name": "a.jpg", "height": 64, "width": 80}],
+        "annotations": [{"id": 1, "image_id": 7, "segmentation": rle, "iscrowd": 0, "category_id": 1}],
+        "categories": [{"id": 1, "name": "x"}],
+    }
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "captions_x.json").write_text(json.dumps({"images": [], "annotations": []}))
     (tmp_path / "annotations" / "instances_x.json").write_text(json.dumps(coco))

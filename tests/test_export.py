@@ -62,8 +62,10 @@ def assert_same_masks(ref, got, what: str) -> None:
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("scale,image,imgsz", [("s", "zidane.jpg", 640), ("s", "zidane.jpg", 512),
-                                               ("s", "bus.jpg", 640), ("x", "bus.jpg", 640)])  # fmt: skip
+@pytest.mark.parametrize(
+    "scale,image,imgsz",
+    [("s", "zidane.jpg", 640), ("s", "zidane.jpg", 512), ("s", "bus.jpg", 640), ("x", "bus.jpg", 640)],
+)
 def test_fp32_exports_give_the_torch_masks(exports, ultra_ckpts, ultra_assets, scale, image, imgsz) -> None:
     cfg = PredictConfig(imgsz=imgsz)
     photo = ultra_assets / image
@@ -113,10 +115,26 @@ def test_cli_runs_every_command_on_an_export(exports, ultra_assets, tmp_path, ca
     for name, model in (("onnx", exports["s-onnx"]), ("ov", exports["s-ov"].parent)):
         ckpt = ["--model", str(model)]
         assert main(["segment", str(photo), *ckpt, "--imgsz", "640", "--out", str(tmp_path / name)]) == 0
-        assert main(["prompt", str(photo), *ckpt, "--imgsz", "640", "--box", "50,400,250,900",
-                     "--out", str(tmp_path / f"{name}-p")]) == 0  # fmt: skip
-        outs[name] = (json.loads((tmp_path / name / "bus.json").read_text()),
-                      json.loads((tmp_path / f"{name}-p" / "bus.json").read_text()))  # fmt: skip
+        assert (
+            main(
+                [
+                    "prompt",
+                    str(photo),
+                    *ckpt,
+                    "--imgsz",
+                    "640",
+                    "--box",
+                    "50,400,250,900",
+                    "--out",
+                    str(tmp_path / f"{name}-p"),
+                ]
+            )
+            == 0
+        )
+        outs[name] = (
+            json.loads((tmp_path / name / "bus.json").read_text()),
+            json.loads((tmp_path / f"{name}-p" / "bus.json").read_text()),
+        )
     assert len(outs["onnx"][0]) == len(outs["ov"][0]) > 3
     assert len(outs["onnx"][1]) == len(outs["ov"][1]) == 1 and outs["onnx"][1][0]["area"] > 0
 
@@ -143,8 +161,25 @@ def demo_int8(tmp_path_factory: pytest.TempPathFactory):
     write_dataset(tmp / "test", 24, seed=31337, size=(320, 320))
     weights = default_model_path()
     fp32 = export_model(weights, "openvino", tmp / "fp32", dynamic=True)
-    assert main(["export", str(weights), "--format", "openvino", "--out", str(tmp / "int8"), "--dynamic", "--int8",
-                 "--calib", str(tmp / "calib"), "--calib-n", "16"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                str(weights),
+                "--format",
+                "openvino",
+                "--out",
+                str(tmp / "int8"),
+                "--dynamic",
+                "--int8",
+                "--calib",
+                str(tmp / "calib"),
+                "--calib-n",
+                "16",
+            ]
+        )
+        == 0
+    )
     return FastSAM(fp32, cache_size=0), FastSAM(tmp / "int8", cache_size=0), tmp / "test"
 
 
@@ -163,8 +198,9 @@ def test_int8_keeps_the_demo_models_masks(demo_int8) -> None:
     assert ar32 > 0.5, ar32  # the demo model really segments these scenes
     assert ar32 - ar8 <= 0.02, (ar32, ar8)
     cfg = PredictConfig(imgsz=imgsz)
-    best = np.concatenate([best_match_iou(fp32.segment(p, cfg).masks, int8.segment(p, cfg).masks)
-                           for p in sorted(test.glob("*.jpg"))])  # fmt: skip
+    best = np.concatenate(
+        [best_match_iou(fp32.segment(p, cfg).masks, int8.segment(p, cfg).masks) for p in sorted(test.glob("*.jpg"))]
+    )
     assert len(best) > 50 and (best >= 0.9).mean() >= 0.9, (best >= 0.9).mean()
 
 
@@ -178,9 +214,12 @@ def _foreign_onnx(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["preds"])], "relu",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["preds"])],
+        "relu",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -188,7 +227,9 @@ def _foreign_onnx(path: Path) -> Path:
 def test_corrupt_and_foreign_models_are_refused(tmp_path, usage_error) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07" + b"\x00\xff" * 100)
-    assert "corrupt.onnx: not a readable ONNX model" in _cli(usage_error, "segment", str(SHAPES), "--model", str(corrupt))
+    assert "corrupt.onnx: not a readable ONNX model" in _cli(
+        usage_error, "segment", str(SHAPES), "--model", str(corrupt)
+    )
     foreign = _foreign_onnx(tmp_path / "foreign.onnx")
     assert "no fastsam metadata" in _cli(usage_error, "segment", str(SHAPES), "--model", str(foreign))
     import openvino as ov
@@ -210,17 +251,40 @@ def test_export_errors(tmp_path, usage_error) -> None:
     from fastsam.weights import default_model_path
 
     w = str(default_model_path())
-    assert "--int8 needs calibration images" in _cli(usage_error, "export", w, "--format", "openvino", "--int8",
-                                                     "--out", str(tmp_path / "q"))  # fmt: skip
+    assert "--int8 needs calibration images" in _cli(
+        usage_error, "export", w, "--format", "openvino", "--int8", "--out", str(tmp_path / "q")
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
-    msg = _cli(usage_error, "export", w, "--format", "openvino", "--int8", "--calib", str(empty), "--out", str(tmp_path / "q"))
+    msg = _cli(
+        usage_error, "export", w, "--format", "openvino", "--int8", "--calib", str(empty), "--out", str(tmp_path / "q")
+    )
     assert "calibration" in msg and "no images" in msg
-    assert "not found" in _cli(usage_error, "export", w, "--format", "openvino", "--int8", "--calib",
-                               str(tmp_path / "nowhere"), "--out", str(tmp_path / "q"))  # fmt: skip
-    assert "int8 export is for --format openvino" in _cli(usage_error, "export", w, "--format", "onnx", "--int8",
-                                                          "--calib", str(SHAPES), "--out", str(tmp_path / "q.onnx"))  # fmt: skip
+    assert "not found" in _cli(
+        usage_error,
+        "export",
+        w,
+        "--format",
+        "openvino",
+        "--int8",
+        "--calib",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "q"),
+    )
+    assert "int8 export is for --format openvino" in _cli(
+        usage_error,
+        "export",
+        w,
+        "--format",
+        "onnx",
+        "--int8",
+        "--calib",
+        str(SHAPES),
+        "--out",
+        str(tmp_path / "q.onnx"),
+    )
     assert "weight file not found" in _cli(usage_error, "export", str(tmp_path / "none.pt"), "--format", "onnx")
     assert "expected N or H,W" in _cli(usage_error, "export", w, "--format", "onnx", "--imgsz", "640,x")
     assert not list(tmp_path.glob("q*")), "a refused export wrote something"
@@ -232,14 +296,24 @@ def test_export_never_replaces_the_weights(tmp_path, usage_error) -> None:
     weights = tmp_path / "w.onnx"
     weights.write_bytes(default_model_path().read_bytes())
     before = weights.read_bytes()
-    assert "would replace the weights" in _cli(usage_error, "export", str(weights), "--format", "onnx",
-                                               "--out", str(weights))  # fmt: skip
+    assert "would replace the weights" in _cli(
+        usage_error, "export", str(weights), "--format", "onnx", "--out", str(weights)
+    )
     assert weights.read_bytes() == before
 
 
 def test_static_export_refuses_another_imgsz(exports, usage_error) -> None:
-    msg = _cli(usage_error, "segment", str(SHAPES), "--model", str(exports["s-static"]), "--imgsz", "512",
-               "--out", str(exports["s-static"].parent / "o"))  # fmt: skip
+    msg = _cli(
+        usage_error,
+        "segment",
+        str(SHAPES),
+        "--model",
+        str(exports["s-static"]),
+        "--imgsz",
+        "512",
+        "--out",
+        str(exports["s-static"].parent / "o"),
+    )
     assert "static export for 384x640 inputs" in msg and "--dynamic" in msg
 
 

@@ -192,11 +192,11 @@ def test_polygons_rectangle_exact_with_offset():
 def test_polygons_disk_and_borders():
     """A disk touching the image's bottom-right: fill differs from the mask only on contour pixels."""
     size = (50, 60)
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
     full = (yy - 38) ** 2 + (xx - 47) ** 2 <= 13**2
     region = (20, 50, 30, 60)
     crop = full[20:50, 30:60]
-    assert full[region[0]:region[1], region[2]:region[3]].sum() == full.sum()
+    assert full[region[0] : region[1], region[2] : region[3]].sum() == full.sum()
     polys = crop_polygons(crop, region)
     assert len(polys) == 1
     _check_polys(polys, size)
@@ -272,8 +272,10 @@ def test_segments_label_map_smaller_wins(seg):
     assert got[10, 16] == 3 and got[6, 12] == 2 and got[3, 4] == 1 and got[0, 0] == 0
 
 
-@pytest.mark.parametrize("index, picked", [(1, [1]), (slice(1, None), [1, 2]), (np.array([True, False, True]), [0, 2]),
-                                           ([2, 0], [2, 0]), (-1, [2])])
+@pytest.mark.parametrize(
+    "index, picked",
+    [(1, [1]), (slice(1, None), [1, 2]), (np.array([True, False, True]), [0, 2]), ([2, 0], [2, 0]), (-1, [2])],
+)
 def test_segments_getitem(seg, index, picked):
     """int / slice / bool array / index list select the right subset, as Segments."""
     sub = seg[index]

@@ -28,7 +28,9 @@ def test_fastsam_x_fused_parameter_count_equals_released_file():
     assert n_params(fused) + 26 == 72_203_813
 
 
-@pytest.mark.parametrize("scale,stem,p5", [("n", 16, 256), ("s", 32, 512), ("m", 48, 576), ("l", 64, 512), ("x", 80, 640)])
+@pytest.mark.parametrize(
+    "scale,stem,p5", [("n", 16, 256), ("s", 32, 512), ("m", 48, 576), ("l", 64, 512), ("x", 80, 640)]
+)
 def test_scale_table_widths(scale, stem, p5):
     with torch.device("meta"):
         m = FastSAMNet(ModelConfig(scale=scale))
@@ -64,7 +66,10 @@ def test_fused_network_matches_unfused():
     x = torch.rand(1, 3, 96, 64)
     with torch.no_grad():
         a, b = m(x), f(x)
-    for ta, tb in zip([*a.box_logits, *a.cls_logits, a.coefficients, a.protos], [*b.box_logits, *b.cls_logits, b.coefficients, b.protos]):
+    for ta, tb in zip(
+        [*a.box_logits, *a.cls_logits, a.coefficients, a.protos],
+        [*b.box_logits, *b.cls_logits, b.coefficients, b.protos],
+    ):
         assert torch.allclose(ta, tb, rtol=1e-4, atol=1e-4)
 
 

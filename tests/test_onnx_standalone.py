@@ -33,14 +33,19 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     venv = tmp_path_factory.mktemp("bare") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())  # fmt: skip
+    site = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     here = Path(sysconfig.get_paths()["purelib"])
     for name in PACKAGES:
         if (here / name).exists():
             (site / name).symlink_to(here / name)
-    probe = "import onnxruntime, numpy, PIL\nfor m in ('torch', 'fastsam', 'cv2'):\n    try:\n        __import__(m)\n" \
-            "        print('has', m)\n    except ImportError:\n        pass\n"  # fmt: skip
+    probe = (
+        "import onnxruntime, numpy, PIL\nfor m in ('torch', 'fastsam', 'cv2'):\n    try:\n        __import__(m)\n"
+        "        print('has', m)\n    except ImportError:\n        pass\n"
+    )
     out = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=venv)
     assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
     return python
@@ -53,7 +58,7 @@ def onnx_models(ultra_ckpts: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "demo": export_model(DEMO, "onnx", out / "demo.onnx", dynamic=True),
         "s": export_model(ultra_ckpts / "FastSAM-s.pt", "onnx", out / "s.onnx", imgsz=640, dynamic=True),
         "s-static": export_model(ultra_ckpts / "FastSAM-s.pt", "onnx", out / "s-static.onnx", imgsz=(384, 640)),
-    }  # fmt: skip
+    }
 
 
 def standalone(python: str, *args: object) -> subprocess.CompletedProcess:
@@ -67,12 +72,16 @@ def segment_masks(model: Path, image: Path, out: Path, *extra: str) -> np.ndarra
     return np.array([rle_decode(r["segmentation"]) for r in records], dtype=bool)
 
 
-@pytest.mark.parametrize("name,image,imgsz", [
-    ("demo", ROOT / "examples" / "scene.jpg", None),  # 320x320 upscaled to 448
-    ("demo", ROOT / "examples" / "shapes.jpg", None),
-    ("s", "zidane.jpg", 640), ("s", "bus.jpg", 512),  # ultralytics' photos, downscaled
-    ("s-static", "zidane.jpg", None),  # the static graph's own shape
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,image,imgsz",
+    [
+        ("demo", ROOT / "examples" / "scene.jpg", None),  # 320x320 upscaled to 448
+        ("demo", ROOT / "examples" / "shapes.jpg", None),
+        ("s", "zidane.jpg", 640),
+        ("s", "bus.jpg", 512),  # ultralytics' photos, downscaled
+        ("s-static", "zidane.jpg", None),  # the static graph's own shape
+    ],
+)
 def test_masks_equal_fastsam_segment(bare_python, onnx_models, ultra_assets, tmp_path, name, image, imgsz) -> None:
     image = image if isinstance(image, Path) else ultra_assets / image
     model = onnx_models[name]
@@ -99,12 +108,21 @@ def test_point_and_box_prompts_equal_fastsam(bare_python, onnx_models, tmp_path)
     model = onnx_models["demo"]
     segments = FastSAM(model, cache_size=0)(image)
     # a point inside the largest-score mask, a box around the second mask
-    r0, r1, c0, c1 = segments.regions[0]
+    r0, _r1, c0, _c1 = segments.regions[0]
     ys, xs = np.nonzero(segments.crops[0])
     point = (int(xs[len(xs) // 2]) + c0 + 0.5, int(ys[len(ys) // 2]) + r0 + 0.5)
     box = [float(v) for v in segments.boxes[1]]
-    run = standalone(bare_python, model, image, "--out", tmp_path, "--point", "%g,%g" % point,
-                     "--box", ",".join(f"{v:g}" for v in box))  # fmt: skip
+    run = standalone(
+        bare_python,
+        model,
+        image,
+        "--out",
+        tmp_path,
+        "--point",
+        "{:g},{:g}".format(*point),
+        "--box",
+        ",".join(f"{v:g}" for v in box),
+    )
     assert run.returncode == 0, run.stderr
     got = np.load(tmp_path / f"{image.stem}.npz")
     sel = select_by_points(segments, [point])
@@ -115,8 +133,22 @@ def test_point_and_box_prompts_equal_fastsam(bare_python, onnx_models, tmp_path)
     assert int(got["box_index"]) == best >= 0
     np.testing.assert_array_equal(got["box_mask"], segments.masks[best])
     # and as the CLI's prompt command writes it
-    assert main(["prompt", str(image), "--model", str(model), "--point", "%g,%g" % point, "--out", str(tmp_path / "cli"),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prompt",
+                str(image),
+                "--model",
+                str(model),
+                "--point",
+                "{:g},{:g}".format(*point),
+                "--out",
+                str(tmp_path / "cli"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     records = json.loads((tmp_path / "cli" / f"{image.stem}.json").read_text())
     np.testing.assert_array_equal(rle_decode(records[0]["segmentation"]), got["point_mask"])
 
@@ -129,9 +161,12 @@ def test_errors_exit_2_with_one_line(bare_python, onnx_models, tmp_path) -> None
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not a protobuf at all" * 10)
     foreign = tmp_path / "foreign.onnx"
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["preds"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["preds"])],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(foreign))
     bad_image = tmp_path / "bad.jpg"
     bad_image.write_bytes(b"\xff\xd8\xff garbage")

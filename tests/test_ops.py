@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from fastsam.ops import _native
 from fastsam.ops.boxes import box_iou, nms_first_k, snap_and_expand_full_boxes
 from fastsam.ops.letterbox import Letterbox, letterbox
-from fastsam.ops import _native
 from fastsam.ops.masks import _threshold_window, assemble_input_frame, assemble_retina, bilinear_table
 
 
@@ -80,12 +80,14 @@ def test_native_nms_edge_cases():
 
 
 def test_full_box_rule():
-    boxes = torch.tensor([
-        [15.0, 10.0, 630.0, 370.0],   # snaps to the frame, IoU 1 -> frame
-        [5.0, 30.0, 600.0, 380.0],    # x1 and y2 snap; IoU (600*354)/(640*384) = 0.864 -> stays
-        [100.0, 100.0, 200.0, 200.0],  # untouched
-        [2.0, 3.0, 639.0, 360.0],     # IoU 0.9375 after snapping -> frame (a second full box)
-    ])  # fmt: skip
+    boxes = torch.tensor(
+        [
+            [15.0, 10.0, 630.0, 370.0],  # snaps to the frame, IoU 1 -> frame
+            [5.0, 30.0, 600.0, 380.0],  # x1 and y2 snap; IoU (600*354)/(640*384) = 0.864 -> stays
+            [100.0, 100.0, 200.0, 200.0],  # untouched
+            [2.0, 3.0, 639.0, 360.0],  # IoU 0.9375 after snapping -> frame (a second full box)
+        ]
+    )
     out = snap_and_expand_full_boxes(boxes, (384, 640))
     assert out[0].tolist() == [0.0, 0.0, 640.0, 384.0]
     assert out[1].tolist() == [0.0, 30.0, 600.0, 384.0]
@@ -134,8 +136,12 @@ def test_retina_masks_equal_dense_reference(seed):
     cut = logits[:, int(ph) : int(24 - ph), int(pw) : int(40 - pw)]
     up = F.interpolate(cut[None], (90, 150), mode="bilinear", align_corners=False)[0]
     cols, rows = torch.arange(150.0), torch.arange(90.0)
-    inside = ((cols[None, None] >= boxes[:, 0, None, None]) & (cols[None, None] < boxes[:, 2, None, None])
-              & (rows[None, :, None] >= boxes[:, 1, None, None]) & (rows[None, :, None] < boxes[:, 3, None, None]))
+    inside = (
+        (cols[None, None] >= boxes[:, 0, None, None])
+        & (cols[None, None] < boxes[:, 2, None, None])
+        & (rows[None, :, None] >= boxes[:, 1, None, None])
+        & (rows[None, :, None] < boxes[:, 3, None, None])
+    )
     dense = ((up > 0) & inside).numpy()
     ours = np.zeros_like(dense)
     for k, (crop, (r0, r1, c0, c1)) in enumerate(zip(crops.crops, crops.regions)):
@@ -156,8 +162,12 @@ def test_low_resolution_masks_equal_dense_reference():
     logits = (coef @ protos.view(8, -1)).view(-1, 24, 40)
     pb = boxes_in * torch.tensor([40 / 160, 24 / 96, 40 / 160, 24 / 96])
     c, r = torch.arange(40.0), torch.arange(24.0)
-    keep = ((c[None, None] >= pb[:, 0, None, None]) & (c[None, None] < pb[:, 2, None, None])
-            & (r[None, :, None] >= pb[:, 1, None, None]) & (r[None, :, None] < pb[:, 3, None, None]))
+    keep = (
+        (c[None, None] >= pb[:, 0, None, None])
+        & (c[None, None] < pb[:, 2, None, None])
+        & (r[None, :, None] >= pb[:, 1, None, None])
+        & (r[None, :, None] < pb[:, 3, None, None])
+    )
     up = F.interpolate((logits * keep)[None], (96, 160), mode="bilinear", align_corners=False)[0] > 0
     ys = np.minimum(np.floor((np.arange(45) + 0.5) * 90 / 45).astype(int), 89) + 3
     xs = np.minimum(np.floor((np.arange(75) + 0.5) * 150 / 75).astype(int), 149) + 5

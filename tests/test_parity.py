@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REFERENCE, run_script
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
@@ -44,7 +43,7 @@ def case(request, ultra_ckpts: Path, ultra_assets: Path, tmp_path_factory):
     run_script([str(REFERENCE / "ultra_ref.py"), "run", *args, str(ref), *flags], tmp)
     run_script([str(REFERENCE / "ours_run.py"), *args, str(ref), str(ours), *flags], tmp)
     r, o = dict(np.load(ref)), dict(np.load(ours))
-    h, w = (int(v) for v in o["image_size"])
+    _h, w = (int(v) for v in o["image_size"])
     for tag in ("plain", "fused"):
         o[f"{tag}_masks"] = np.unpackbits(o[f"{tag}_masks"], axis=-1, count=w).astype(bool)
     return request.param, retina, r, o
@@ -141,13 +140,20 @@ def test_matches_ultralytics_predictor_where_rules_agree(case):
     masks agree to IoU >= 0.99 and boxes to 1 px. ultralytics drops empty masks; we keep them."""
     name, retina, r, o = case
     if not retina:
-        pytest.xfail("today's ultralytics crops after upsampling in the low-resolution path; the original (and we) crop before")
+        pytest.xfail(
+            "today's ultralytics crops after upsampling in the low-resolution path; the original (and we) crop before"
+        )
     ul_boxes, ul_masks, ul_scores = r["ul_boxes"], r["ul_masks"], r["ul_scores"]
     nonempty = o["fused_masks"].any((1, 2))
     assert abs(int(nonempty.sum()) - len(ul_scores)) <= 1
     h, w = (int(v) for v in o["image_size"])
     margin = 20 / min(r["input"].shape[2] / h, r["input"].shape[3] / w) + 1
-    inner = (ul_boxes[:, 0] > margin) & (ul_boxes[:, 1] > margin) & (ul_boxes[:, 2] < w - margin) & (ul_boxes[:, 3] < h - margin)
+    inner = (
+        (ul_boxes[:, 0] > margin)
+        & (ul_boxes[:, 1] > margin)
+        & (ul_boxes[:, 2] < w - margin)
+        & (ul_boxes[:, 3] < h - margin)
+    )
     assert inner.sum() >= 10, f"{name}: too few detections away from the border to compare"
     pairs = _match(ul_boxes[inner], ul_masks[inner], o["fused_boxes"], o["fused_masks"])
     assert len(pairs) >= inner.sum() - 1

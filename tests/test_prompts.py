@@ -21,13 +21,15 @@ def rect(y0, y1, x0, x1):
 def seg():
     """0: big background-ish rect, 1: medium rect inside 0, 2: small rect inside 1 (nested),
     3: rect overlapping 0's right edge, 4: an empty mask. Scores descend with the index."""
-    masks = np.stack([
-        rect(0, 30, 0, 40),    # area 1200
-        rect(5, 25, 5, 30),    # area 500, inside 0
-        rect(10, 15, 10, 15),  # area 25, inside 1
-        rect(20, 40, 35, 60),  # area 500, overlaps 0 at rows 20-30, cols 35-40
-        np.zeros((H, W), bool),
-    ])  # fmt: skip
+    masks = np.stack(
+        [
+            rect(0, 30, 0, 40),  # area 1200
+            rect(5, 25, 5, 30),  # area 500, inside 0
+            rect(10, 15, 10, 15),  # area 25, inside 1
+            rect(20, 40, 35, 60),  # area 500, overlaps 0 at rows 20-30, cols 35-40
+            np.zeros((H, W), bool),
+        ]
+    )
     return Segments.from_masks(masks, scores=np.array([0.9, 0.8, 0.7, 0.6, 0.5]))
 
 
@@ -113,8 +115,16 @@ def test_bad_points_raise(seg, points, labels, message):
         select_by_points(seg, points, labels)
 
 
-@pytest.mark.parametrize("boxes,message", [([[61, 0, 70, 10]], "outside"), ([[-9, -9, 0, 5]], "outside"), ([[10, 10, 5, 20]], "empty"), ([], "no boxes"),
-                                           ([[1, 2, 3]], "x1, y1, x2, y2")])
+@pytest.mark.parametrize(
+    "boxes,message",
+    [
+        ([[61, 0, 70, 10]], "outside"),
+        ([[-9, -9, 0, 5]], "outside"),
+        ([[10, 10, 5, 20]], "empty"),
+        ([], "no boxes"),
+        ([[1, 2, 3]], "x1, y1, x2, y2"),
+    ],
+)
 def test_bad_boxes_raise(seg, boxes, message):
     with pytest.raises(FastSAMError, match=message):
         select_by_boxes(seg, boxes)

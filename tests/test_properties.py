@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fastsam import FastSAMError
-from fastsam.cli._parser import box, finite, point, positive_int
+from fastsam.cli._values import box, finite, point, positive_int
 from fastsam.config import PredictConfig
 from fastsam.devices import resolve_device
 from fastsam.io.images import load_image
@@ -28,7 +28,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 H, W = 24, 32
 
 # numbers as hostile callers send them: huge, tiny, negative, NaN, infinities, ints and bools
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12), st.booleans())
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**12), 10**12), st.booleans())
 coords = st.one_of(st.floats(-50, 80), numbers)
 junk = st.one_of(st.none(), st.text(max_size=5), numbers, st.lists(numbers, max_size=3))
 pairs = st.lists(st.one_of(st.lists(coords, min_size=2, max_size=2), st.lists(coords, max_size=4), junk), max_size=6)
@@ -65,7 +65,7 @@ def test_validate_points(points, labs):
     if out is not None:
         pts, lab = out
         assert pts.shape == (len(pts), 2) and np.isfinite(pts).all()
-        assert ((0 <= pts[:, 0]) & (pts[:, 0] < W) & (0 <= pts[:, 1]) & (pts[:, 1] < H)).all()
+        assert ((pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)).all()
         assert set(lab.tolist()) <= {0, 1} and lab.shape == (len(pts),)
 
 
@@ -85,7 +85,7 @@ def test_select_by_points(seg, points, labs, mode, close):
     out = _only_fastsam_errors(select_by_points, seg, points, labs, mode=mode, close_kernel=close)
     if out is not None:
         assert out.mask.shape == (H, W) and out.mask.dtype == bool
-        assert ((0 <= out.indices) & (out.indices < len(seg))).all()
+        assert ((out.indices >= 0) & (out.indices < len(seg))).all()
 
 
 @SETTINGS
@@ -93,7 +93,7 @@ def test_select_by_points(seg, points, labs, mode, close):
 def test_select_by_boxes(seg, boxes):
     out = _only_fastsam_errors(select_by_boxes, seg, boxes)
     if out is not None:
-        assert out.dtype == np.int64 and ((-1 <= out) & (out < len(seg))).all()
+        assert out.dtype == np.int64 and ((out >= -1) & (out < len(seg))).all()
 
 
 @SETTINGS
@@ -101,7 +101,7 @@ def test_select_by_boxes(seg, boxes):
 def test_select_union(seg, points, labs, boxes):
     out = _only_fastsam_errors(select, seg, points=points, labels=labs, boxes=boxes)
     if out is not None:
-        assert np.array_equal(out, np.unique(out)) and ((0 <= out) & (out < len(seg))).all()
+        assert np.array_equal(out, np.unique(out)) and ((out >= 0) & (out < len(seg))).all()
 
 
 class _Scorer:
@@ -113,18 +113,26 @@ class _Scorer:
 
 
 @SETTINGS
-@given(segments, st.one_of(st.text(max_size=8), st.lists(st.one_of(st.text(max_size=8), junk), max_size=3)),
-       st.one_of(st.none(), numbers), st.integers(-5, 50))  # fmt: skip
+@given(
+    segments,
+    st.one_of(st.text(max_size=8), st.lists(st.one_of(st.text(max_size=8), junk), max_size=3)),
+    st.one_of(st.none(), numbers),
+    st.integers(-5, 50),
+)
 def test_select_by_text(seg, texts, threshold, min_area):
     rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
     out = _only_fastsam_errors(select_by_text, seg, rgb, texts, _Scorer(), threshold=threshold, min_area=min_area)
     if out is not None:
-        assert all(((0 <= a) & (a < len(seg))).all() for a in out)
+        assert all(((a >= 0) & (a < len(seg))).all() for a in out)
 
 
 @SETTINGS
-@given(st.one_of(st.integers(-10, 10**6), numbers, st.text(max_size=3)), numbers, numbers,
-       st.one_of(st.integers(-5, 10**4), numbers))  # fmt: skip
+@given(
+    st.one_of(st.integers(-10, 10**6), numbers, st.text(max_size=3)),
+    numbers,
+    numbers,
+    st.one_of(st.integers(-5, 10**4), numbers),
+)
 def test_predict_config(imgsz, conf, iou, max_det):
     cfg = _only_fastsam_errors(PredictConfig, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det)
     if cfg is not None:
@@ -132,8 +140,21 @@ def test_predict_config(imgsz, conf, iou, max_det):
         assert 0 <= cfg.conf <= 1 and 0 <= cfg.iou <= 1 and cfg.max_det >= 1
 
 
-dtypes = st.sampled_from([np.uint8, np.uint16, np.int32, np.int64, np.uint32, np.float32, np.float64, np.bool_,
-                          np.int8, np.complex64, np.float16])  # fmt: skip
+dtypes = st.sampled_from(
+    [
+        np.uint8,
+        np.uint16,
+        np.int32,
+        np.int64,
+        np.uint32,
+        np.float32,
+        np.float64,
+        np.bool_,
+        np.int8,
+        np.complex64,
+        np.float16,
+    ]
+)
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
 
 

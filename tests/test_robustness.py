@@ -155,8 +155,12 @@ def test_pixel_cap_is_checked_before_decoding(tmp_path, capsys, usage_error):
 def test_fifo_source_is_refused_at_once(tmp_path):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    proc = subprocess.run([sys.executable, "-m", "fastsam.cli", "segment", str(fifo), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastsam.cli", "segment", str(fifo), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"fastsam: error: {fifo}: is a FIFO, not a regular file"]
     assert not (tmp_path / "o").exists()
@@ -205,8 +209,9 @@ def test_record_count_is_singular_for_one(tmp_path, capsys):
 # ---------------------------------------------------------------- 7. boxes past the border are clipped
 def test_boxes_are_clipped_like_the_original(tmp_path, capsys):
     seg = FastSAM()(SHAPES)
-    assert np.array_equal(validate_boxes([[0, 0, 2000, 2000], [-10, 100, 400, 900]], (640, 960)),
-                          [[0, 0, 960, 640], [0, 100, 400, 640]])  # fmt: skip
+    assert np.array_equal(
+        validate_boxes([[0, 0, 2000, 2000], [-10, 100, 400, 900]], (640, 960)), [[0, 0, 960, 640], [0, 100, 400, 640]]
+    )
     over = select_by_boxes(seg, [[0, 0, 2000, 2000], [100, 300, 500, 9000]])
     inside = select_by_boxes(seg, [[0, 0, 960, 640], [100, 300, 500, 640]])
     assert np.array_equal(over, inside) and (inside >= 0).all()

@@ -8,7 +8,6 @@ checked against the scene itself and against ``fastsam.prompts`` called directly
 from __future__ import annotations
 
 import io
-import json
 import struct
 import subprocess
 import sys
@@ -112,8 +111,9 @@ class FakePredictor:
             time.sleep(self.delay)
             if np.array_equal(image, self.rgb):
                 return self.segments
-            return Segments.from_masks(np.zeros((1, *image.shape[:2]), bool) | (image[..., 0] > 128)[None],
-                                       np.array([0.5]))  # fmt: skip
+            return Segments.from_masks(
+                np.zeros((1, *image.shape[:2]), bool) | (image[..., 0] > 128)[None], np.array([0.5])
+            )
         finally:
             with self._lock:
                 self.active -= 1
@@ -236,7 +236,7 @@ def test_background_point_cuts_a_mask_out(client, uploaded, world):
 
 
 def test_box_prompt_selects_the_best_fitting_mask(client, uploaded, world):
-    anns, masks = world["anns"], world["masks"]
+    anns, _masks = world["anns"], world["masks"]
     fill = [a["area"] / (a["bbox"][2] * a["bbox"][3]) if a["area"] > 300 else 0 for a in anns]
     k = int(np.argmax(fill))
     assert fill[k] > 0.6  # so no other mask can fit this box better
@@ -268,8 +268,15 @@ def test_combined_prompts_are_the_union_of_select(client, uploaded, world):
     x, y, w, h = world["anns"][2]["bbox"]
     req = {"points": pts, "labels": [1, 0], "boxes": [[x, y, x + w, y + h]], "texts": ["a white polygon"]}
     body = prompt(client, uploaded, req).json()
-    expected = select(segs, points=pts, labels=[1, 0], boxes=req["boxes"], texts=req["texts"], image=world["rgb"],
-                      scorer=ColourScorer())  # fmt: skip
+    expected = select(
+        segs,
+        points=pts,
+        labels=[1, 0],
+        boxes=req["boxes"],
+        texts=req["texts"],
+        image=world["rgb"],
+        scorer=ColourScorer(),
+    )
     assert body["indices"] == expected.tolist()
     assert len(body["records"]) == len(expected)
     assert prompt(client, uploaded, {**req, "include_records": False}).json()["records"] is None
@@ -291,16 +298,24 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "text"), [
-    (b"hello, not an image", {"content-type": "image/png"}, 415, "upload is not a readable image"),
-    (b"", {"content-type": "image/png"}, 400, "empty upload"),
-    ("truncated", {"content-type": "image/png"}, 415, "corrupt image"),
-    (png_header(1000, 1000), {}, 413, "image is 1000x1000 = 1000000 pixels, over this server's limit of 200000"),
-    (png_header(100_000, 100_000), {}, 413, "over this server's limit of 200000"),
-    (b"--x\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nabc\r\n--x--\r\n",
-     {"content-type": "multipart/form-data; boundary=x"}, 400, "multipart upload has no file"),
-    (b"abc", {"content-type": "multipart/form-data"}, 400, "the Content-Type has no boundary"),
-], ids=["text", "empty", "truncated", "1Mpx", "10Gpx-bomb", "multipart-no-file", "multipart-no-boundary"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "text"),
+    [
+        (b"hello, not an image", {"content-type": "image/png"}, 415, "upload is not a readable image"),
+        (b"", {"content-type": "image/png"}, 400, "empty upload"),
+        ("truncated", {"content-type": "image/png"}, 415, "corrupt image"),
+        (png_header(1000, 1000), {}, 413, "image is 1000x1000 = 1000000 pixels, over this server's limit of 200000"),
+        (png_header(100_000, 100_000), {}, 413, "over this server's limit of 200000"),
+        (
+            b'--x\r\nContent-Disposition: form-data; name="other"\r\n\r\nabc\r\n--x--\r\n',
+            {"content-type": "multipart/form-data; boundary=x"},
+            400,
+            "multipart upload has no file",
+        ),
+        (b"abc", {"content-type": "multipart/form-data"}, 400, "the Content-Type has no boundary"),
+    ],
+    ids=["text", "empty", "truncated", "1Mpx", "10Gpx-bomb", "multipart-no-file", "multipart-no-boundary"],
+)
 def test_bad_uploads(client, world, body, headers, status, text):
     data = truncated_png(world["rgb"]) if body == "truncated" else body
     assert text in error(client.post("/api/images", content=data, headers=headers), status)
@@ -317,8 +332,10 @@ def test_body_limit_by_header_and_by_counting(client, world):
 
     assert error(client.post("/api/images", content=chunks()), 413) == msg
     # a prompt has its own, smaller limit (max_prompt_bytes, 1 MiB by default), counted the same way
-    assert error(client.post("/api/images/0/prompt", content=chunks(), headers={"content-type": "application/json"}),
-                 413) == "prompt body exceeds this server's limit of 1048576 bytes"  # fmt: skip
+    assert (
+        error(client.post("/api/images/0/prompt", content=chunks(), headers={"content-type": "application/json"}), 413)
+        == "prompt body exceeds this server's limit of 1048576 bytes"
+    )
     # the server is still fine
     assert client.post("/api/images", content=world["png"]).status_code == 200
 
@@ -329,34 +346,40 @@ def test_unknown_image_id(client):
     assert error(client.get("/api/images/nope"), 404).startswith("unknown image id 'nope'")
 
 
-@pytest.mark.parametrize(("body", "status", "text"), [
-    ({"points": [[400, 10]]}, 422, "invalid prompt: point 0 (400, 10) lies outside the 320x240 image"),
-    ({"points": [[-1, 10]]}, 422, "invalid prompt: point 0 (-1, 10) lies outside the 320x240 image"),
-    ({"boxes": [[330, 10, 400, 100]]}, 422, "invalid prompt: box 0 (330, 10, 400, 100) lies outside the 320x240"),
-    ({"boxes": [[50, 50, 40, 60]]}, 422, "invalid prompt: box 0 (50, 50, 40, 60) is empty"),
-    ({"points": [[1, 2], [3, 4]], "labels": [1]}, 422, "invalid prompt: got 2 points but 1 labels"),
-    ({"points": [[1, 2]], "labels": [2]}, 422, "invalid request: labels.0: Input should be 0 or 1"),
-    ({"points": [[1, 2, 3]]}, 422, "invalid request: points.0: List should have at most 2 items"),
-    ({"points": [["a", 2]]}, 422, "invalid request: points.0.0: Input should be a valid number"),
-    ({"boxes": [[1, 2, 3]]}, 422, "invalid request: boxes.0: List should have at least 4 items"),
-    ({"points": [[1, 1]] * 257}, 422, "invalid request: points: List should have at most 256 items"),
-    ({"texts": [""]}, 422, "invalid request: texts.0: String should have at least 1 character"),
-    ({"point": [[1, 1]]}, 422, "invalid request: point: Extra inputs are not permitted"),
-    ({"points": [[1, 1]], "point_mode": "union"}, 422, "invalid request: point_mode: Input should be 'merge' or"),
-    ({}, 422, "no prompt: give at least one of points, boxes or texts"),
-    ({"labels": [1]}, 422, "labels given without points"),
-    ([1, 2], 422, "request body must be a JSON object of prompts"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        ({"points": [[400, 10]]}, 422, "invalid prompt: point 0 (400, 10) lies outside the 320x240 image"),
+        ({"points": [[-1, 10]]}, 422, "invalid prompt: point 0 (-1, 10) lies outside the 320x240 image"),
+        ({"boxes": [[330, 10, 400, 100]]}, 422, "invalid prompt: box 0 (330, 10, 400, 100) lies outside the 320x240"),
+        ({"boxes": [[50, 50, 40, 60]]}, 422, "invalid prompt: box 0 (50, 50, 40, 60) is empty"),
+        ({"points": [[1, 2], [3, 4]], "labels": [1]}, 422, "invalid prompt: got 2 points but 1 labels"),
+        ({"points": [[1, 2]], "labels": [2]}, 422, "invalid request: labels.0: Input should be 0 or 1"),
+        ({"points": [[1, 2, 3]]}, 422, "invalid request: points.0: List should have at most 2 items"),
+        ({"points": [["a", 2]]}, 422, "invalid request: points.0.0: Input should be a valid number"),
+        ({"boxes": [[1, 2, 3]]}, 422, "invalid request: boxes.0: List should have at least 4 items"),
+        ({"points": [[1, 1]] * 257}, 422, "invalid request: points: List should have at most 256 items"),
+        ({"texts": [""]}, 422, "invalid request: texts.0: String should have at least 1 character"),
+        ({"point": [[1, 1]]}, 422, "invalid request: point: Extra inputs are not permitted"),
+        ({"points": [[1, 1]], "point_mode": "union"}, 422, "invalid request: point_mode: Input should be 'merge' or"),
+        ({}, 422, "no prompt: give at least one of points, boxes or texts"),
+        ({"labels": [1]}, 422, "labels given without points"),
+        ([1, 2], 422, "request body must be a JSON object of prompts"),
+    ],
+)
 def test_malformed_prompts(client, uploaded, body, status, text):
     got = error(prompt(client, uploaded, body), status)
     assert got.startswith(text), got
 
 
-@pytest.mark.parametrize(("raw", "text"), [
-    (b"{\"points\": [[1, 1]", "malformed JSON body: "),
-    (b"{\"points\": [[NaN, 1]]}", "invalid request: points.0.0: Input should be a finite number"),
-    (b"", "request body must be a JSON object of prompts"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b'{"points": [[1, 1]', "malformed JSON body: "),
+        (b'{"points": [[NaN, 1]]}', "invalid request: points.0.0: Input should be a finite number"),
+        (b"", "request body must be a JSON object of prompts"),
+    ],
+)
 def test_unparseable_prompt_bodies(client, uploaded, raw, text):
     r = client.post(f"/api/images/{uploaded}/prompt", content=raw, headers={"content-type": "application/json"})
     assert error(r, 422).startswith(text)
@@ -366,7 +389,8 @@ def test_text_prompt_without_clip_is_501(predictor, world):
     with TestClient(create_app(predictor)) as c:
         key = c.post("/api/images", content=world["png"]).json()["id"]
         assert error(prompt(c, key, {"texts": ["a red star"]}), 501) == (
-            "text prompts are unavailable: the server has no CLIP weights (start it with --clip-weights PATH)")
+            "text prompts are unavailable: the server has no CLIP weights (start it with --clip-weights PATH)"
+        )
         assert c.get("/api/info").json()["text_prompts"] is False
         assert prompt(c, key, {"points": [[1, 1]]}).status_code == 200  # other prompts still work
 
@@ -385,8 +409,10 @@ def test_failing_predictor_answers_json_and_the_server_goes_on(world):
             return Segments.from_masks(np.ones((1, *image.shape[:2]), bool), np.array([0.9]))
 
     with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
-        assert error(c.post("/api/images", content=world["png"]), 422) == \
-            "cannot segment this image: image too small for this model"  # fmt: skip
+        assert (
+            error(c.post("/api/images", content=world["png"]), 422)
+            == "cannot segment this image: image too small for this model"
+        )
         assert error(c.post("/api/images", content=world["png"]), 500) == "internal server error (RuntimeError)"
         r = c.post("/api/images", content=world["png"])
         assert r.status_code == 200 and r.json()["count"] == 1 and r.json()["cached"] is False
@@ -418,16 +444,30 @@ def test_page_static_files_and_openapi(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     html = page.text
-    for needle in ('id="file"', 'id="text"', 'id="undo"', 'id="clear"', 'id="download-png"', 'id="download-json"',
-                   'id="selection"', 'data-selected-count="0"', "/static/app.js", "/static/style.css"):
+    for needle in (
+        'id="file"',
+        'id="text"',
+        'id="undo"',
+        'id="clear"',
+        'id="download-png"',
+        'id="download-json"',
+        'id="selection"',
+        'data-selected-count="0"',
+        "/static/app.js",
+        "/static/style.css",
+    ):
         assert needle in html
     assert "http://" not in html and "https://" not in html  # no CDN
     js = client.get("/static/app.js")
     assert js.status_code == 200 and "rleCounts" in js.text and js.headers["content-type"].startswith("text/javascript")
     assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/api/info", "/api/images", "/api/images/{image_id}",
-                                    "/api/images/{image_id}/prompt"}  # fmt: skip
+    assert set(schema["paths"]) == {
+        "/api/info",
+        "/api/images",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/prompt",
+    }
     content = schema["paths"]["/api/images"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(content)
     req = schema["components"]["schemas"]["PromptRequest"]["properties"]
@@ -491,8 +531,9 @@ def test_model_runs_one_at_a_time_and_prompts_do_not_wait_for_it(world):
 def test_concurrent_uploads_of_one_image_run_the_network_once(world):
     pred = FakePredictor(world["rgb"], world["segments"], delay=0.3)
     with BackgroundServer(create_app(pred, max_pending=4)) as url, ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: httpx.post(f"{url}/api/images", content=world["png"], timeout=20).json(),
-                                range(4)))  # fmt: skip
+        answers = list(
+            pool.map(lambda _: httpx.post(f"{url}/api/images", content=world["png"], timeout=20).json(), range(4))
+        )
     assert pred.calls == 1 and len({a["id"] for a in answers}) == 1
     assert sorted(a["cached"] for a in answers) == [False, True, True, True]
 
@@ -515,13 +556,21 @@ def test_load_50_prompts_from_8_clients(world):
             requests.append({"points": [inside_point(masks[i % len(masks)])], "texts": ["a gray polygon"]})
 
     def expected(req: dict) -> list[int]:
-        return select(segs, points=req.get("points"), labels=req.get("labels"), boxes=req.get("boxes"),
-                      texts=req.get("texts"), image=world["rgb"], scorer=ColourScorer()).tolist()  # fmt: skip
+        return select(
+            segs,
+            points=req.get("points"),
+            labels=req.get("labels"),
+            boxes=req.get("boxes"),
+            texts=req.get("texts"),
+            image=world["rgb"],
+            scorer=ColourScorer(),
+        ).tolist()
 
     with BackgroundServer(app) as url:
         key = httpx.post(f"{url}/api/images", content=world["png"], timeout=20).json()["id"]
         clients = [httpx.Client(base_url=url, timeout=30) for _ in range(8)]
         try:
+
             def send(i: int) -> tuple[int, int, list[int]]:
                 r = clients[i % 8].post(f"/api/images/{key}/prompt", json=requests[i])
                 return i, r.status_code, r.json()["indices"]
@@ -549,13 +598,13 @@ def test_keep_alive_requests_are_not_delayed_by_nagle(world):
     sock = bind("127.0.0.1", 0)
     assert sock.proto == socket.IPPROTO_TCP
     sock.close()
-    with BackgroundServer(create_app(FakePredictor(world["rgb"], world["segments"]))) as url:
-        with httpx.Client(base_url=url, timeout=10) as http:
-            times = []
-            for _ in range(15):
-                t = time.perf_counter()
-                assert http.get("/api/info").status_code == 200
-                times.append(time.perf_counter() - t)
+    app = create_app(FakePredictor(world["rgb"], world["segments"]))
+    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            assert http.get("/api/info").status_code == 200
+            times.append(time.perf_counter() - t)
     assert sorted(times)[len(times) // 2] < 0.035, times
 
 
@@ -592,14 +641,16 @@ def test_serve_command_binds_loopback_by_default(tmp_path, monkeypatch):
     assert seen["app"].state.service.config.imgsz == 256
 
 
-@pytest.mark.parametrize(("argv", "text"), [
-    (["serve", "--model", "/nonexistent/m.safetensors"], "m.safetensors"),
-    (["serve"], "ships no demo segmentation model"),
-    (["serve", "--model", "x", "--port", "70000"], "--port must be in 0..65535"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["serve", "--model", "/nonexistent/m.safetensors"], "m.safetensors"),
+        (["serve"], "ships no demo segmentation model"),
+        (["serve", "--model", "x", "--port", "70000"], "--port must be in 0..65535"),
+    ],
+)
 def test_serve_command_errors(argv, text, capsys, monkeypatch):
     import fastsam.weights
-
     from fastsam.cli import main
 
     def missing():
@@ -646,8 +697,11 @@ def test_serve_command_reports_a_taken_port(tmp_path, capsys):
 def test_fastsam_serve_process_answers(tmp_path, world):
     """The real command in its own process: prints its address, serves the page and the API."""
     model = random_model(tmp_path / "n.safetensors")
-    proc = subprocess.Popen([sys.executable, "-m", "fastsam.cli", "serve", "--model", str(model), "--port", "0",
-                             "--imgsz", "320"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastsam.cli", "serve", "--model", str(model), "--port", "0", "--imgsz", "320"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()
         assert line.startswith("fastsam: serving on http://127.0.0.1:"), line

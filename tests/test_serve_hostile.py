@@ -122,17 +122,21 @@ def test_multipart_part_count_is_capped(predictor, world):
         r = c.post("/api/images", content=flood, headers={"content-type": "multipart/form-data; boundary=b"})
         assert error(r, 400) == msg
         # a part with 200 header lines, and one with a 20 kB header
-        padded = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n" + b"X-Pad: p\r\n" * 200 + b"\r\nx"
-        long = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\nX-Pad: " + b"p" * 20_000 + b"\r\n\r\nx"
+        padded = b'--b\r\nContent-Disposition: form-data; name="file"\r\n' + b"X-Pad: p\r\n" * 200 + b"\r\nx"
+        long = b'--b\r\nContent-Disposition: form-data; name="file"\r\nX-Pad: ' + b"p" * 20_000 + b"\r\n\r\nx"
         for body in (padded, long):
-            r = c.post("/api/images", content=body + b"\r\n--b--\r\n",
-                       headers={"content-type": "multipart/form-data; boundary=b"})  # fmt: skip
+            r = c.post(
+                "/api/images",
+                content=body + b"\r\n--b--\r\n",
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            )
             msg = error(r, 400)
             assert msg.startswith("malformed multipart upload: Maximum header") or "bytes of headers" in msg, msg
     with TestClient(create_app(predictor, max_parts=2)) as c:
         body, headers = form(("a", b"1", None), ("b", b"2", None), ("file", world["png"], "a.png"))
         assert error(c.post("/api/images", content=body, headers=headers), 400).startswith(
-            "multipart upload has more than 2 parts")
+            "multipart upload has more than 2 parts"
+        )
 
 
 def test_multipart_parsing_does_not_stall_other_requests(predictor):
@@ -208,11 +212,12 @@ def prompt_ok(c: TestClient, key: str) -> bool:
     return c.post(f"/api/images/{key}/prompt", json={"points": [[10, 10]]}).status_code == 200
 
 
-@pytest.mark.parametrize(("field", "item", "limit"), [
-    ("points", ["a"], 256), ("labels", 7, 256), ("boxes", [1], 64), ("texts", 5, 16),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "item", "limit"), [("points", ["a"], 256), ("labels", 7, 256), ("boxes", [1], 64), ("texts", 5, 16)]
+)
 def test_long_prompt_lists_are_refused_by_length_before_their_items_are_validated(
-        predictor, world, monkeypatch, field, item, limit):  # fmt: skip
+    predictor, world, monkeypatch, field, item, limit
+):
     from fastsam.serve import schemas
 
     validated = []
@@ -241,7 +246,8 @@ def test_prompt_bodies_that_break_a_json_parser(predictor, world):
         assert error(c.post(url, content=bad_utf8, headers=JSON), 422).startswith("malformed JSON body")
         keys = json.dumps({f"k{i}": 0 for i in range(50_000)}).encode()
         assert error(c.post(url, content=keys, headers=JSON), 422).startswith(
-            "invalid request: k0: Extra inputs are not permitted (and 49999 more)")
+            "invalid request: k0: Extra inputs are not permitted (and 49999 more)"
+        )
         form_post = c.post(url, content=b"points=1", headers={"content-type": "text/plain"})
         assert error(form_post, 422).startswith("request body must be a JSON object of prompts")
         assert prompt_ok(c, key)
@@ -312,8 +318,10 @@ def test_uploads_beyond_max_pending_are_refused_before_their_body_is_read(world)
             finally:
                 raw.close()
             assert status == 503 and headers["retry-after"] == "1"
-            assert json.loads(body) == {"error": "server busy: 2 uploads are already being decoded or segmented "
-                                                 "(this server's limit); retry in 1 s"}  # fmt: skip
+            assert json.loads(body) == {
+                "error": "server busy: 2 uploads are already being decoded or segmented "
+                "(this server's limit); retry in 1 s"
+            }
         r = httpx.post(url + "/api/images", content=images[2], timeout=30)  # httpx sends the body: also 503
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert slots.peak == 2
@@ -353,8 +361,9 @@ def test_memory_of_concurrent_large_uploads_is_bounded(tmp_path):
         b[offset] = i
         bodies.append(bytes(b))
     del base
-    app = create_app(FlatPredictor(), max_body_bytes=40 * 1024 * 1024, max_pixels=h * w, max_pending=max_pending,
-                     cache_items=1)  # fmt: skip
+    app = create_app(
+        FlatPredictor(), max_body_bytes=40 * 1024 * 1024, max_pixels=h * w, max_pending=max_pending, cache_items=1
+    )
     per_slot = 2 * len(bodies[0]) + 14 * h * w
     cached = 2 * 3 * h * w  # the cached result and the one replacing it
     ceiling = max_pending * per_slot + cached + 64 * 2**20  # + sockets, threads, allocator slack
@@ -394,8 +403,10 @@ def test_memory_of_concurrent_large_uploads_is_bounded(tmp_path):
             sampler.join()
         elapsed = time.perf_counter() - t
     growth = peak - start
-    print(f"{clients} uploads of {h * w / 1e6:.0f} MP in {elapsed:.1f} s, {sum(r for _, r in answers)} refusals; "
-          f"peak RSS growth {growth / 2**20:.0f} MiB, ceiling {ceiling / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"{clients} uploads of {h * w / 1e6:.0f} MP in {elapsed:.1f} s, {sum(r for _, r in answers)} refusals; "
+        f"peak RSS growth {growth / 2**20:.0f} MiB, ceiling {ceiling / 2**20:.0f} MiB"
+    )
     assert [s for s, _ in answers] == [200] * clients
     assert sum(r for _, r in answers) > 0 and app.state.service.slots.peak == max_pending
     assert growth < ceiling
@@ -418,8 +429,13 @@ def test_openapi_fuzz_finds_no_server_error_and_no_undeclared_response(world):
         status_code_conformance,
     )
 
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-              response_headers_conformance]  # fmt: skip
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        response_headers_conformance,
+    ]
     pred = FakePredictor(world["rgb"], world["segments"])
     app = create_app(pred, clip_scorer=ColourScorer(), max_body_bytes=300_000, max_pixels=100_000)
     statuses: dict[str, set[int]] = {}
@@ -427,22 +443,33 @@ def test_openapi_fuzz_finds_no_server_error_and_no_undeclared_response(world):
         known = httpx.post(url + "/api/images", content=world["png"], timeout=20).json()["id"]
         schema = schemathesis.openapi.from_url(url + "/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert {op.label for op in operations} == {"GET /api/info", "POST /api/images", "GET /api/images/{image_id}",
-                                                   "POST /api/images/{image_id}/prompt"}  # fmt: skip
+        assert {op.label for op in operations} == {
+            "GET /api/info",
+            "POST /api/images",
+            "GET /api/images/{image_id}",
+            "POST /api/images/{image_id}/prompt",
+        }
         for op in operations:
             has_inputs = len(op.path_parameters) + len(op.query) + len(op.body) > 0
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_inputs else (GenerationMode.POSITIVE,):
+            for mode in (
+                (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_inputs else (GenerationMode.POSITIVE,)
+            ):
 
-                @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck))  # fmt: skip
+                @settings(
+                    max_examples=25,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=op.as_strategy(generation_mode=mode), real=st.booleans())
-                def fuzz(case, real):
+                def fuzz(case, real):  # called below, in this iteration: op and mode are this iteration's
                     if real and "image_id" in (case.path_parameters or {}):
                         case.path_parameters["image_id"] = known  # a prompt against an image that exists
-                    if real and op.label == "POST /api/images" and mode is GenerationMode.POSITIVE:
+                    if real and op.label == "POST /api/images" and mode is GenerationMode.POSITIVE:  # noqa: B023
                         case.body, case.media_type = world["png"], "image/png"  # a real upload
                     response = case.call(base_url=url, timeout=30)
-                    statuses.setdefault(op.label, set()).add(response.status_code)
+                    statuses.setdefault(op.label, set()).add(response.status_code)  # noqa: B023
                     case.validate_response(response, checks=checks)
 
                 fuzz()

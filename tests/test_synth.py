@@ -122,7 +122,11 @@ def test_cli_synth_writes_dataset(tmp_path, capsys):
 
     assert main(["synth", "--n", "2", "--out", str(tmp_path / "s"), "--seed", "3", "--size", "96", "128"]) == 0
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
-        "sa_000001.jpg", "sa_000001.json", "sa_000002.jpg", "sa_000002.json"]
+        "sa_000001.jpg",
+        "sa_000001.json",
+        "sa_000002.jpg",
+        "sa_000002.json",
+    ]
     capsys.readouterr()
     assert main(["synth", "--n", "1", "--out", str(tmp_path / "t"), "--size", "8", "8"]) == 2
     assert capsys.readouterr().err.startswith("fastsam: error:")

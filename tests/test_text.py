@@ -36,7 +36,7 @@ def _scene() -> tuple[np.ndarray, Segments]:
         (((yy - 25) / 12.0) ** 2 + ((xx - 80) / 20.0) ** 2 < 1, (240, 230, 30)),  # yellow ellipse
         ((yy >= 62) & (yy < 92) & (xx >= 60) & (xx - 60 < yy - 62), (200, 200, 200)),  # grey triangle
         (((yy - 75) ** 2 + (xx - 112) ** 2 < 12**2) & ((yy - 75) ** 2 + (xx - 112) ** 2 >= 6**2), (150, 60, 200)),
-    ]  # fmt: skip
+    ]
     regions, crops, boxes = [], [], []
     for m, colour in shapes:
         img[m] = colour
@@ -48,8 +48,12 @@ def _scene() -> tuple[np.ndarray, Segments]:
         crops.append(m[r0:r1, c0:c1].copy())
         boxes.append((c0, r0, c1, r1))
     n = len(shapes)
-    seg = Segments.from_crops((h, w), np.array(boxes, float), np.linspace(0.9, 0.3, n),
-                              MaskCrops(np.array(regions), crops, np.ones(n, np.float32)))  # fmt: skip
+    seg = Segments.from_crops(
+        (h, w),
+        np.array(boxes, float),
+        np.linspace(0.9, 0.3, n),
+        MaskCrops(np.array(regions), crops, np.ones(n, np.float32)),
+    )
     assert seg.areas[TINY] <= 100 and (np.delete(seg.areas, TINY) > 100).all()
     return img, seg
 
@@ -109,7 +113,8 @@ def test_mask_crops_are_square_with_neutral_background(scene) -> None:
     img, seg = scene
     assert BACKGROUND == (123, 117, 104)
     normalised = (np.array(BACKGROUND) / 255 - np.array([0.48145466, 0.4578275, 0.40821073])) / np.array(
-        [0.26862954, 0.26130258, 0.27577711])  # fmt: skip
+        [0.26862954, 0.26130258, 0.27577711]
+    )
     assert np.abs(normalised).max() < 0.01
     crops = mask_crops(seg, img, range(len(seg)))
     for k, crop in enumerate(crops):

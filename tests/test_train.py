@@ -34,8 +34,20 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(scenes: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(scenes), model="n", out=str(out), imgsz=SIZE, epochs=3, batch=4, workers=0,
-                warmup_epochs=0.0, close_mosaic=1, optimizer="AdamW", lr0=0.002, seed=5)  # fmt: skip
+    base = dict(
+        data=str(scenes),
+        model="n",
+        out=str(out),
+        imgsz=SIZE,
+        epochs=3,
+        batch=4,
+        workers=0,
+        warmup_epochs=0.0,
+        close_mosaic=1,
+        optimizer="AdamW",
+        lr0=0.002,
+        seed=5,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -45,8 +57,23 @@ def _losses(history: list[dict]) -> list[tuple[float, ...]]:
 
 @pytest.mark.slow
 def test_losses_finite_and_decreasing_when_overfitting(scenes: Path, tmp_path: Path) -> None:
-    cfg = _config(scenes, tmp_path, epochs=16, batch=4, limit=4, mosaic=0.0, fliplr=0.0, hsv_h=0.0, hsv_s=0.0,
-                  hsv_v=0.0, scale=0.0, translate=0.0, ema=False, optimizer="AdamW", lr0=0.01)  # fmt: skip
+    cfg = _config(
+        scenes,
+        tmp_path,
+        epochs=16,
+        batch=4,
+        limit=4,
+        mosaic=0.0,
+        fliplr=0.0,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+        scale=0.0,
+        translate=0.0,
+        ema=False,
+        optimizer="AdamW",
+        lr0=0.01,
+    )
     result = Trainer(cfg, progress=False).train()
     totals = [sum(x) for x in _losses(result.history)]
     assert len(totals) == 16 and all(math.isfinite(v) for v in totals)
@@ -96,7 +123,9 @@ def _micro_batches(scenes: Path) -> list:
 
 
 def _ddp_worker(rank: int, port: int, scenes: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
@@ -131,8 +160,28 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_global_batch(scenes: Pa
 @pytest.mark.slow
 def test_cli_trains_then_validates_and_fine_tunes(scenes: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(scenes), "--model", "n", "--imgsz", str(SIZE), "--epochs", "1", "--batch", "4",
-               "--workers", "0", "--out", str(out), "--val-data", str(scenes), "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(scenes),
+            "--model",
+            "n",
+            "--imgsz",
+            str(SIZE),
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+            "--val-data",
+            str(scenes),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and 0.0 <= metrics[0]["mask_AR@100"] <= 1.0
@@ -140,16 +189,39 @@ def test_cli_trains_then_validates_and_fine_tunes(scenes: Path, tmp_path: Path, 
     assert read_weights(weights).provenance["metrics"]["epoch"] == 1
     # A run's last.pt converts to the same (EMA) weights, here in fp16, with the same provenance.
     half = tmp_path / "half.safetensors"
-    assert main(["convert", str(out / "weights" / "last.pt"), str(half), "--dtype", "fp16", "--predict-imgsz", "128"]) == 0
+    assert (
+        main(["convert", str(out / "weights" / "last.pt"), str(half), "--dtype", "fp16", "--predict-imgsz", "128"]) == 0
+    )
     exported, shipped = read_weights(half), read_weights(weights)
     assert exported.provenance["imgsz"] == SIZE and exported.provenance["images"] == 8
     assert FastSAM(half).default_imgsz == 128 and FastSAM(weights).default_imgsz == SIZE
     assert main(["convert", str(weights), str(tmp_path / "x.safetensors"), "--predict-imgsz", "128"]) == 2
-    assert all(torch.equal(exported.state[k], shipped.state[k].half()) for k in shipped.state
-               if shipped.state[k].is_floating_point())  # fmt: skip
+    assert all(
+        torch.equal(exported.state[k], shipped.state[k].half())
+        for k in shipped.state
+        if shipped.state[k].is_floating_point()
+    )
     # Fine-tune the exported weights (any supported weight file works the same way).
-    rc = main(["train", "--data", str(scenes), "--model", str(weights), "--imgsz", str(SIZE), "--epochs", "1",
-               "--batch", "4", "--workers", "0", "--out", str(tmp_path / "ft"), "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(scenes),
+            "--model",
+            str(weights),
+            "--imgsz",
+            str(SIZE),
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "ft"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and (tmp_path / "ft" / "weights" / "model.safetensors").is_file()
 
 
@@ -167,9 +239,32 @@ def test_torchrun_two_processes_train_from_the_cli(scenes: Path, tmp_path: Path)
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fastsam.cli",
-           "train", "--data", str(scenes), "--model", "n", "--imgsz", str(SIZE), "--epochs", "2", "--batch", "4",
-           "--workers", "0", "--out", str(out), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "fastsam.cli",
+        "train",
+        "--data",
+        str(scenes),
+        "--model",
+        "n",
+        "--imgsz",
+        str(SIZE),
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

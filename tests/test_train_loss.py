@@ -48,9 +48,9 @@ def test_dfl_interpolates_between_the_two_neighbour_bins() -> None:
     logits = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(0))
     target = torch.tensor([[2.25, 0.0, 6.5, 4.0]])
     logp = torch.log_softmax(logits, -1)[0]
-    expected = -(
-        (0.75 * logp[0, 2] + 0.25 * logp[0, 3]) + logp[1, 0] + (0.5 * logp[2, 6] + 0.5 * logp[2, 7]) + logp[3, 4]
-    ) / 4
+    expected = (
+        -((0.75 * logp[0, 2] + 0.25 * logp[0, 3]) + logp[1, 0] + (0.5 * logp[2, 6] + 0.5 * logp[2, 7]) + logp[3, 4]) / 4
+    )
     assert dfl_loss(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
@@ -64,7 +64,9 @@ def test_crop_sum_counts_cells_inside_half_open_box() -> None:
 def _assign(scores, pred_boxes, anchors, gt_boxes, topk=10, valid=None):
     b, m = gt_boxes.shape[:2]
     valid = torch.ones(b, m, dtype=torch.bool) if valid is None else valid
-    return TaskAlignedAssigner(topk=topk)(scores, pred_boxes, anchors, torch.zeros(b, m, dtype=torch.long), gt_boxes, valid)
+    return TaskAlignedAssigner(topk=topk)(
+        scores, pred_boxes, anchors, torch.zeros(b, m, dtype=torch.long), gt_boxes, valid
+    )
 
 
 def test_assigner_picks_anchors_inside_and_normalises_by_best_alignment() -> None:
@@ -137,7 +139,9 @@ def test_zero_outputs_give_log2_mask_and_cls_terms() -> None:
 
 def test_image_without_objects_only_pays_classification() -> None:
     out = _outputs(batch=1)
-    loss = SegmentationLoss(reg_max=16)(out, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 16, 16))
+    loss = SegmentationLoss(reg_max=16)(
+        out, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 16, 16)
+    )
     box, mask, cls, dfl = loss.items.tolist()
     assert box == mask == dfl == 0.0
     a = 8 * 8 + 4 * 4 + 2 * 2

@@ -17,8 +17,9 @@ downloaded; colours are right for every input kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,14 @@ __all__ = ["FastSAMPrompt"]
 class FastSAMPrompt:
     """Prompt selection over one everything-mode result, with the original's method names."""
 
-    def __init__(self, image: Any, results: Segments | Sequence[Segments] | None, device: str = "cpu",
-                 clip_weights: str | Path | None = None, clip_model: str = "ViT-B-32") -> None:  # fmt: skip
+    def __init__(
+        self,
+        image: Any,
+        results: Segments | Sequence[Segments] | None,
+        device: str = "cpu",
+        clip_weights: str | Path | None = None,
+        clip_model: str = "ViT-B-32",
+    ) -> None:
         self.image = load_image(image)  # RGB
         if isinstance(results, (list, tuple)):
             results = results[0] if results else None
@@ -53,8 +60,9 @@ class FastSAMPrompt:
         """All masks, (N, H, W) bool, in score order."""
         return self._empty() if self.results is None else self.results.masks
 
-    def box_prompt(self, bbox: Sequence[float] | None = None, bboxes: Sequence[Sequence[float]] | None = None
-                   ) -> np.ndarray:  # fmt: skip
+    def box_prompt(
+        self, bbox: Sequence[float] | None = None, bboxes: Sequence[Sequence[float]] | None = None
+    ) -> np.ndarray:
         """Per box (xyxy, original pixels) the mask with the highest IoU with it: (K, H, W) bool."""
         if self.results is None:
             return self._empty()
@@ -62,8 +70,7 @@ class FastSAMPrompt:
         if boxes == [None]:
             raise FastSAMError("box_prompt needs bbox=[x1, y1, x2, y2] or bboxes=[[...], ...]")
         idx = select_by_boxes(self.results, boxes)
-        return np.stack([self.results.mask(int(k)) if k >= 0 else np.zeros(self.results.image_size, bool)
-                         for k in idx])  # fmt: skip
+        return np.stack([self.results.mask(int(k)) if k >= 0 else np.zeros(self.results.image_size, bool) for k in idx])
 
     def point_prompt(self, points: Sequence[Sequence[float]], pointlabel: Sequence[int]) -> np.ndarray:
         """The original's merged mask for foreground (1) / background (0) points: (1, H, W) bool."""
@@ -87,18 +94,27 @@ class FastSAMPrompt:
             try:
                 weights = default_clip_path()
             except FastSAMError as exc:
-                raise FastSAMError(f"text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH) "
-                                   f"({exc})") from exc  # fmt: skip
+                raise FastSAMError(
+                    f"text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH) ({exc})"
+                ) from exc
         scorer = get_scorer(weights, self.clip_model, self.device)
         idx = select_by_text(self.results, self.image, [text], scorer)[0]
         if idx.size == 0:
             return self._empty()
         return self.results.mask(int(idx[0]))[None]
 
-    def plot(self, annotations: Any, output_path: str | Path, bboxes: Sequence[Sequence[float]] | None = None,
-             points: Sequence[Sequence[float]] | None = None, point_label: Sequence[int] | None = None,
-             mask_random_color: bool = True, better_quality: bool = True, retina: bool = False,
-             withContours: bool = True) -> None:  # noqa: N803 - the original's name  # fmt: skip
+    def plot(
+        self,
+        annotations: Any,
+        output_path: str | Path,
+        bboxes: Sequence[Sequence[float]] | None = None,
+        points: Sequence[Sequence[float]] | None = None,
+        point_label: Sequence[int] | None = None,
+        mask_random_color: bool = True,
+        better_quality: bool = True,
+        retina: bool = False,
+        withContours: bool = True,
+    ) -> None:
         """Write the image with ``annotations`` ((K, H, W) masks) drawn over it to ``output_path``.
 
         ``retina`` is accepted for compatibility; masks are always at original resolution.
@@ -110,10 +126,14 @@ class FastSAMPrompt:
             import cv2
 
             close, open_ = np.ones((3, 3), np.uint8), np.ones((8, 8), np.uint8)
-            masks = np.stack([
-                cv2.morphologyEx(cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, close), cv2.MORPH_OPEN, open_)
-                for m in masks
-            ]).astype(bool)  # fmt: skip
+            masks = np.stack(
+                [
+                    cv2.morphologyEx(
+                        cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, close), cv2.MORPH_OPEN, open_
+                    )
+                    for m in masks
+                ]
+            ).astype(bool)
         color = None if mask_random_color else (30, 144, 255)
         out = overlay_masks(self.image, masks, contours=withContours, color=color)
         out = draw_prompts(out, points=points, labels=point_label, boxes=bboxes)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import FastSAMError
 
-__all__ = ["Scale", "SCALES", "ModelConfig", "PredictConfig", "MAX_IMGSZ", "recorded_imgsz"]
+__all__ = ["MAX_IMGSZ", "SCALES", "ModelConfig", "PredictConfig", "Scale", "recorded_imgsz"]
 
 #: Largest network input side the API accepts: a 16384x16384 input alone is 3 GiB of float32 and
 #: the first layers' activations are tens of times that. The CLI's default limit is lower.

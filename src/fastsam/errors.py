@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FastSAMError", "CheckpointError", "UnsafeCheckpointError", "ImageError", "ImageTooLargeError"]
+__all__ = ["CheckpointError", "FastSAMError", "ImageError", "ImageTooLargeError", "UnsafeCheckpointError"]
 
 
 class FastSAMError(ValueError):

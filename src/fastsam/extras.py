@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import FastSAMError
 
-__all__ = ["require", "installed"]
+__all__ = ["installed", "require"]
 
 #: module -> extra of ``pip install 'fastsam[...]'`` that provides it
 EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino", "nncf": "openvino"}

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rle_encode", "rle_counts", "rle_string", "rle_counts_from_string", "rle_decode", "mask_bbox_xywh", "crop_polygons", "paste"]
+__all__ = [
+    "crop_polygons",
+    "mask_bbox_xywh",
+    "paste",
+    "rle_counts",
+    "rle_counts_from_string",
+    "rle_decode",
+    "rle_encode",
+    "rle_string",
+]
 
 
 def paste(crop: np.ndarray, region: np.ndarray | tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:

@@ -29,7 +29,7 @@ from .ops.letterbox import Letterbox, letterbox
 from .ops.masks import assemble_input_frame, assemble_retina
 from .results import Segments
 
-__all__ = ["FastSAM", "Detections", "select_detections"]
+__all__ = ["Detections", "FastSAM", "select_detections"]
 
 CLASS_OFFSET = 7680  # separates classes in NMS when a model has several (FastSAM has one)
 
@@ -82,9 +82,15 @@ class FastSAM:
     input size and refuses another ``imgsz``.
     """
 
-    def __init__(self, weights: str | Path | FastSAMNet | None = None, device: str | torch.device = "cpu",
-                 fuse: bool = True, cache_size: int = 4, channels_last: bool | None = None,
-                 backend: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        weights: str | Path | FastSAMNet | None = None,
+        device: str | torch.device = "cpu",
+        fuse: bool = True,
+        cache_size: int = 4,
+        channels_last: bool | None = None,
+        backend: str | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         if weights is None:
             from .weights import default_model_path
@@ -131,8 +137,10 @@ class FastSAM:
     def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
         shape = self.backend.shape
         if shape is not None and cfg.input_size != max(shape):
-            raise FastSAMError(f"this model is a static export for {shape[0]}x{shape[1]} inputs (imgsz {max(shape)}); "
-                               f"imgsz {cfg.imgsz} needs an export with --dynamic or --imgsz {cfg.imgsz}")  # fmt: skip
+            raise FastSAMError(
+                f"this model is a static export for {shape[0]}x{shape[1]} inputs (imgsz {max(shape)}); "
+                f"imgsz {cfg.imgsz} needs an export with --dynamic or --imgsz {cfg.imgsz}"
+            )
         x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=shape)
         preds, protos = self.forward(x)
         return self.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg)
@@ -150,19 +158,33 @@ class FastSAM:
             crops = assemble_input_frame(protos, det.coefficients, boxes_in, geom)
         return Segments.from_crops(geom.orig_size, boxes.numpy(), det.scores.numpy(), crops)
 
-    def __call__(self, source: Any, imgsz: int | None = None, conf: float = 0.4, iou: float = 0.9,
-                 retina_masks: bool = True, max_det: int = 300, device: str | torch.device | None = None
-                 ) -> Segments | list[Segments]:  # fmt: skip
+    def __call__(
+        self,
+        source: Any,
+        imgsz: int | None = None,
+        conf: float = 0.4,
+        iou: float = 0.9,
+        retina_masks: bool = True,
+        max_det: int = 300,
+        device: str | torch.device | None = None,
+    ) -> Segments | list[Segments]:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
         network there for this and later calls."""
         if device is not None and (wanted := resolve_device(device)) != self.device:
             if self.backend.name != "torch":
-                raise FastSAMError(f"the {self.backend.name} backend runs on the CPU; device {wanted} needs backend 'torch'")
+                raise FastSAMError(
+                    f"the {self.backend.name} backend runs on the CPU; device {wanted} needs backend 'torch'"
+                )
             self.device = wanted
             self.backend.to(wanted)  # type: ignore[attr-defined]
-        cfg = PredictConfig(imgsz=self.default_imgsz if imgsz is None else imgsz, conf=conf, iou=iou, retina_masks=retina_masks,
-                            max_det=max_det)  # fmt: skip
+        cfg = PredictConfig(
+            imgsz=self.default_imgsz if imgsz is None else imgsz,
+            conf=conf,
+            iou=iou,
+            retina_masks=retina_masks,
+            max_det=max_det,
+        )
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )

@@ -7,16 +7,23 @@ milliseconds even with hundreds of masks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from .errors import FastSAMError
 from .results import Segments
 
-__all__ = ["PointSelection", "select", "select_by_points", "select_by_boxes", "box_mask_iou", "validate_points",
-           "validate_boxes"]
+__all__ = [
+    "PointSelection",
+    "box_mask_iou",
+    "select",
+    "select_by_boxes",
+    "select_by_points",
+    "validate_boxes",
+    "validate_points",
+]
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,11 @@ def _numbers(value: object, what: str, example: str) -> np.ndarray:
         raise FastSAMError(f"{what} must be a list of {example} numbers") from None
 
 
-def validate_points(points: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray | None,
-                    image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def validate_points(
+    points: Sequence[Sequence[float]] | np.ndarray,
+    labels: Sequence[int] | np.ndarray | None,
+    image_size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     """(K, 2) float x, y and (K,) int labels; raise FastSAMError naming the first bad entry."""
     pts = _numbers(points, "points", "[x, y]")
     if pts.size == 0:
@@ -98,9 +108,14 @@ def _visible(segments: Segments, k: int, canvas: np.ndarray) -> bool:
     return bool(crop.size) and bool(canvas[r0:r1, c0:c1][crop].any())
 
 
-def select_by_points(segments: Segments, points: Sequence[Sequence[float]] | np.ndarray,
-                     labels: Sequence[int] | np.ndarray | None = None, *, mode: str = "merge",
-                     close_kernel: int = 0) -> PointSelection:  # fmt: skip
+def select_by_points(
+    segments: Segments,
+    points: Sequence[Sequence[float]] | np.ndarray,
+    labels: Sequence[int] | np.ndarray | None = None,
+    *,
+    mode: str = "merge",
+    close_kernel: int = 0,
+) -> PointSelection:
     """Masks under foreground points, minus masks under background points.
 
     ``mode="merge"`` (the original FastSAM rule): masks ordered by area, largest first; each point
@@ -156,8 +171,8 @@ def box_mask_iou(segments: Segments, box: np.ndarray) -> np.ndarray:
     The box is rounded to whole pixels and clipped to the image as in the original.
     """
     h, w = segments.image_size
-    x1, y1 = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
-    x2, y2 = min(int(round(box[2])), w), min(int(round(box[3])), h)
+    x1, y1 = max(round(box[0]), 0), max(round(box[1]), 0)
+    x2, y2 = min(round(box[2]), w), min(round(box[3]), h)
     box_area = max(x2 - x1, 0) * max(y2 - y1, 0)
     r = segments.regions
     inter = np.zeros(len(segments), dtype=np.int64)
@@ -185,10 +200,17 @@ def select_by_boxes(segments: Segments, boxes: Sequence[Sequence[float]] | np.nd
     return out
 
 
-def select(segments: Segments, *, points: Sequence[Sequence[float]] | None = None,
-           labels: Sequence[int] | None = None, boxes: Sequence[Sequence[float]] | None = None,
-           texts: Sequence[str] | None = None, image: np.ndarray | None = None, scorer: object | None = None,
-           text_threshold: float | None = None) -> np.ndarray:  # fmt: skip
+def select(
+    segments: Segments,
+    *,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
+    texts: Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    scorer: object | None = None,
+    text_threshold: float | None = None,
+) -> np.ndarray:
     """Union of the selections of several prompt kinds, as sorted mask indices.
 
     With no prompt at all this is "everything" (every index). Points use the original rule (the

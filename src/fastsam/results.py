@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,9 @@ class Segments:
     crops: tuple[np.ndarray, ...] = field(repr=False)
 
     @classmethod
-    def from_crops(cls, image_size: tuple[int, int], boxes: np.ndarray, scores: np.ndarray, crops: MaskCrops
-                   ) -> "Segments":  # fmt: skip
+    def from_crops(
+        cls, image_size: tuple[int, int], boxes: np.ndarray, scores: np.ndarray, crops: MaskCrops
+    ) -> Segments:
         return cls(
             image_size=(int(image_size[0]), int(image_size[1])),
             boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -50,8 +52,9 @@ class Segments:
         )
 
     @classmethod
-    def from_masks(cls, masks: np.ndarray, scores: np.ndarray, stability: np.ndarray | None = None,
-                   boxes: np.ndarray | None = None) -> "Segments":  # fmt: skip
+    def from_masks(
+        cls, masks: np.ndarray, scores: np.ndarray, stability: np.ndarray | None = None, boxes: np.ndarray | None = None
+    ) -> Segments:
         """Segments from dense (K, H, W) bool masks (e.g. merged prompt results); crops are the tight
         mask boxes, and ``boxes`` default to them (xyxy, exclusive ends)."""
         masks = np.asarray(masks, dtype=bool)
@@ -69,24 +72,32 @@ class Segments:
             tight.append((float(c0), float(r0), float(c1), float(r1)))
         k = len(masks)
         stab = np.zeros(k, dtype=np.float32) if stability is None else stability
-        return cls.from_crops(masks.shape[1:], np.asarray(tight if boxes is None else boxes), scores,
-                              MaskCrops(np.asarray(regions).reshape(-1, 4), crops, np.asarray(stab)))  # fmt: skip
+        return cls.from_crops(
+            masks.shape[1:],
+            np.asarray(tight if boxes is None else boxes),
+            scores,
+            MaskCrops(np.asarray(regions).reshape(-1, 4), crops, np.asarray(stab)),
+        )
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int]) -> "Segments":
+    def empty(cls, image_size: tuple[int, int]) -> Segments:
         return cls.from_crops(image_size, np.zeros((0, 4)), np.zeros(0), MaskCrops(np.zeros((0, 4)), [], np.zeros(0)))
 
     def __len__(self) -> int:
         return len(self.crops)
 
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "Segments":
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Segments:
         """Subset by int, slice, index list or boolean array (always returns Segments)."""
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)
         return Segments(
-            self.image_size, self.boxes[idx], self.scores[idx], self.stability[idx], self.regions[idx],
+            self.image_size,
+            self.boxes[idx],
+            self.scores[idx],
+            self.stability[idx],
+            self.regions[idx],
             tuple(self.crops[i] for i in idx),
-        )  # fmt: skip
+        )
 
     @cached_property
     def areas(self) -> np.ndarray:
@@ -108,8 +119,9 @@ class Segments:
 
     def mask_boxes(self) -> np.ndarray:
         """(N, 4) int64 tight mask boxes, XYWH in pixel counts (zeros for empty masks)."""
-        return np.array([formats.mask_bbox_xywh(c, r) for c, r in zip(self.crops, self.regions)],
-                        dtype=np.int64).reshape(-1, 4)  # fmt: skip
+        return np.array(
+            [formats.mask_bbox_xywh(c, r) for c, r in zip(self.crops, self.regions)], dtype=np.int64
+        ).reshape(-1, 4)
 
     def to_rle(self) -> list[dict[str, Any]]:
         """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
@@ -133,16 +145,18 @@ class Segments:
         records = []
         for k, (rle, bbox) in enumerate(zip(self.to_rle(), self.mask_boxes().tolist())):
             x1, y1, x2, y2 = (float(v) for v in self.boxes[k])
-            records.append({
-                "segmentation": rle,
-                "area": int(self.areas[k]),
-                "bbox": bbox,
-                "predicted_iou": float(self.scores[k]),
-                "stability_score": float(self.stability[k]),
-                "point_coords": [[(x1 + x2) / 2, (y1 + y2) / 2]],
-                "crop_box": [0, 0, w, h],
-                "box_xyxy": [x1, y1, x2, y2],
-            })  # fmt: skip
+            records.append(
+                {
+                    "segmentation": rle,
+                    "area": int(self.areas[k]),
+                    "bbox": bbox,
+                    "predicted_iou": float(self.scores[k]),
+                    "stability_score": float(self.stability[k]),
+                    "point_coords": [[(x1 + x2) / 2, (y1 + y2) / 2]],
+                    "crop_box": [0, 0, w, h],
+                    "box_xyxy": [x1, y1, x2, y2],
+                }
+            )
         return records
 
     def label_map(self) -> np.ndarray:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,12 +25,23 @@ from .io.clip_files import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, read_clip_config, r
 from .results import Segments
 
 __all__ = [
-    "BACKGROUND", "CLIP_FORMAT", "CLIP_MEAN", "CLIP_STD", "ClipScorer", "check_clip_model", "get_scorer", "mask_crops",
-    "normalise_crops", "read_clip_config", "read_clip_state_dict", "resize_crops", "select_by_text",
-]  # fmt: skip
+    "BACKGROUND",
+    "CLIP_FORMAT",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "ClipScorer",
+    "check_clip_model",
+    "get_scorer",
+    "mask_crops",
+    "normalise_crops",
+    "read_clip_config",
+    "read_clip_state_dict",
+    "resize_crops",
+    "select_by_text",
+]
 
 #: RGB fill outside the mask: the CLIP mean colour, which normalises to ~0 (see ``mask_crops``).
-BACKGROUND = tuple(int(round(255 * m)) for m in CLIP_MEAN)
+BACKGROUND = tuple(round(255 * m) for m in CLIP_MEAN)
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 
 
@@ -40,21 +52,33 @@ def _build_from_config(path: Path, cfg: dict[str, Any], device: str = "cpu") -> 
 
     try:
         with torch.device(device):
-            return CLIP(cfg["embed_dim"], dict(cfg["vision_cfg"]), dict(cfg["text_cfg"]),
-                        quick_gelu=bool(cfg.get("quick_gelu", False)))  # fmt: skip
+            return CLIP(
+                cfg["embed_dim"],
+                dict(cfg["vision_cfg"]),
+                dict(cfg["text_cfg"]),
+                quick_gelu=bool(cfg.get("quick_gelu", False)),
+            )
     except Exception as e:  # an unknown field (TypeError) or inconsistent sizes
         raise CheckpointError(f"{path}: cannot build CLIP from its stored config: {type(e).__name__}: {e}") from e
 
 
-def _check_fits(path: Path, expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], scripted: bool,
-                model_name: str, hint: str) -> None:  # fmt: skip
+def _check_fits(
+    path: Path,
+    expected: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    scripted: bool,
+    model_name: str,
+    hint: str,
+) -> None:
     """Raise unless ``state`` has exactly the keys and shapes of ``expected`` (a model's state dict)."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(k for k in set(state) - set(expected) if not (scripted or k.endswith("attn_mask")))
     bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or extra or bad:
-        raise CheckpointError(f"{path} does not fit CLIP {model_name!r}: missing {missing[:3]}, unexpected "
-                              f"{extra[:3]}, wrong shape {bad[:3]}{hint}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} does not fit CLIP {model_name!r}: missing {missing[:3]}, unexpected "
+            f"{extra[:3]}, wrong shape {bad[:3]}{hint}"
+        )
 
 
 class _QuietRandomInit(logging.Filter):
@@ -82,8 +106,7 @@ class ClipScorer:
         device: torch device for the model.
     """
 
-    def __init__(self, weights: str | Path, model_name: str | None = None,
-                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+    def __init__(self, weights: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> None:
         try:
             import open_clip
         except ImportError as e:
@@ -99,8 +122,10 @@ class ClipScorer:
             raise FastSAMError(f"unknown CLIP model {model_name!r}; choose a built-in open_clip architecture")
         text_cfg = cfg.get("text_cfg", {})
         if "hf_tokenizer_name" in text_cfg or "hf_model_name" in text_cfg or "siglip" in model_name.lower():
-            raise FastSAMError(f"CLIP model {model_name!r} needs files from the Hugging Face hub, "
-                               "which is not supported (nothing is downloaded)")  # fmt: skip
+            raise FastSAMError(
+                f"CLIP model {model_name!r} needs files from the Hugging Face hub, "
+                "which is not supported (nothing is downloaded)"
+            )
         if not path.is_file():
             raise FastSAMError(f"CLIP weights not found: {path} (pass a local weight file with --clip-weights)")
         state, quick, scripted = read_clip_state_dict(path)
@@ -127,8 +152,16 @@ class ClipScorer:
         self.mean, self.std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
         self.tokenizer = SimpleTokenizer(context_length=int(model.context_length))
 
-    def _finish(self, path: Path, model: Any, state: dict[str, torch.Tensor], scripted: bool, model_name: str,
-                device: str | torch.device, hint: str = " (is --clip-model right?)") -> None:  # fmt: skip
+    def _finish(
+        self,
+        path: Path,
+        model: Any,
+        state: dict[str, torch.Tensor],
+        scripted: bool,
+        model_name: str,
+        device: str | torch.device,
+        hint: str = " (is --clip-model right?)",
+    ) -> None:
         """Load ``state`` into ``model`` strictly (dtypes are cast to the model's) and set it up for inference."""
         expected = model.state_dict()
         _check_fits(path, expected, state, scripted, model_name, hint)
@@ -141,8 +174,9 @@ class ClipScorer:
         self.mean: tuple[float, ...] = CLIP_MEAN
         self.std: tuple[float, ...] = CLIP_STD
         size = getattr(model.visual, "image_size", 224)
-        self.image_size: tuple[int, int] = (int(size), int(size)) if isinstance(size, int) else \
-            (int(size[0]), int(size[1]))  # fmt: skip
+        self.image_size: tuple[int, int] = (
+            (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        )
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, 3, h, w) float32 CLIP input: :func:`resize_crops` to the model's image size, then
@@ -169,12 +203,12 @@ def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarr
     from PIL import Image
 
     h, w = size
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.BICUBIC))
-                     for c in crops])  # fmt: skip
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.BICUBIC)) for c in crops])
 
 
-def normalise_crops(batch: np.ndarray, mean: Sequence[float] = CLIP_MEAN,
-                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:  # fmt: skip
+def normalise_crops(
+    batch: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+) -> torch.Tensor:
     """(N, 3, h, w) float32 from (N, h, w, 3) uint8 RGB: scaled to [0, 1], minus ``mean``, over ``std``."""
     x = np.asarray(batch).astype(np.float32) / 255.0
     x = (x - np.float32(mean)) / np.float32(std)
@@ -197,11 +231,14 @@ def check_clip_model(weights: str | Path, model_name: str | None) -> None:
         raise FastSAMError("text prompts need the 'text' extra: pip install 'fastsam[text]'") from e
     if open_clip.get_model_config(model_name) is None:
         known = ", ".join(m for m in open_clip.list_models() if m.startswith(("ViT-B", "RN50")))[:160]
-        raise FastSAMError(f"unknown CLIP model {model_name!r}; choose a built-in open_clip architecture ({known}, ...)")
+        raise FastSAMError(
+            f"unknown CLIP model {model_name!r}; choose a built-in open_clip architecture ({known}, ...)"
+        )
     path = Path(weights).expanduser()
     if path.is_file() and read_clip_config(path) is not None:
-        raise FastSAMError(f"a CLIP model name ({model_name!r}) does not apply to {path}: the file carries its own "
-                           "architecture")  # fmt: skip
+        raise FastSAMError(
+            f"a CLIP model name ({model_name!r}) does not apply to {path}: the file carries its own architecture"
+        )
 
 
 def get_scorer(weights: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipScorer:
@@ -220,8 +257,10 @@ def _check_image(segments: Segments, image_rgb: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise FastSAMError(f"image must be an (H, W, 3) uint8 RGB array, got {img.dtype} {img.shape}")
     if img.shape[:2] != tuple(segments.image_size):
-        raise FastSAMError(f"image is {img.shape[1]}x{img.shape[0]} but the masks are for "
-                           f"{segments.image_size[1]}x{segments.image_size[0]}")  # fmt: skip
+        raise FastSAMError(
+            f"image is {img.shape[1]}x{img.shape[0]} but the masks are for "
+            f"{segments.image_size[1]}x{segments.image_size[0]}"
+        )
     return img
 
 
@@ -255,8 +294,15 @@ def mask_crops(segments: Segments, image_rgb: np.ndarray, indices: Sequence[int]
     return out
 
 
-def select_by_text(segments: Segments, image_rgb: np.ndarray, texts: str | Sequence[str], scorer: TextScorer, *,
-                   threshold: float | None = None, min_area: int = 100) -> list[np.ndarray]:  # fmt: skip
+def select_by_text(
+    segments: Segments,
+    image_rgb: np.ndarray,
+    texts: str | Sequence[str],
+    scorer: TextScorer,
+    *,
+    threshold: float | None = None,
+    min_area: int = 100,
+) -> list[np.ndarray]:
     """Masks matching each text, as int64 arrays of segment indices (one array per text).
 
     Masks with ``area <= min_area`` are never candidates. By default each array holds the single
@@ -271,7 +317,9 @@ def select_by_text(segments: Segments, image_rgb: np.ndarray, texts: str | Seque
         if not isinstance(t, str) or not t.strip():
             raise FastSAMError(f"text prompts must be non-empty strings, got {t!r}")
     if threshold is not None and not (isinstance(threshold, (int, float, np.floating)) and np.isfinite(threshold)):
-        raise FastSAMError(f"text threshold must be a finite number (a cosine similarity in [-1, 1]), got {threshold!r}")
+        raise FastSAMError(
+            f"text threshold must be a finite number (a cosine similarity in [-1, 1]), got {threshold!r}"
+        )
     _check_image(segments, image_rgb)
     eligible = np.flatnonzero(segments.areas > min_area).astype(np.int64)
     if eligible.size == 0:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .results import Segments
 
-__all__ = ["mask_colors", "overlay", "overlay_masks", "draw_prompts"]
+__all__ = ["draw_prompts", "mask_colors", "overlay", "overlay_masks"]
 
 ALPHA = 0.6  # mask opacity, as the original
 CONTOUR_COLOR = (0, 0, 255)  # RGB; the original draws contours in blue at 0.8 opacity
@@ -70,8 +70,13 @@ def _check_size(image: np.ndarray, size: tuple[int, int]) -> None:
         raise ValueError(f"image size {image.shape[:2]} differs from the masks' {tuple(size)}")
 
 
-def overlay(image: np.ndarray, segments: Segments, contours: bool = True, color: tuple[int, int, int] | None = None,
-            seed: int = 0) -> np.ndarray:  # fmt: skip
+def overlay(
+    image: np.ndarray,
+    segments: Segments,
+    contours: bool = True,
+    color: tuple[int, int, int] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Draw masks over an (H, W, 3) uint8 RGB image; returns a new RGB image.
 
     Where masks overlap the smallest one is shown (as in the original's plot). ``color`` gives all
@@ -81,14 +86,19 @@ def overlay(image: np.ndarray, segments: Segments, contours: bool = True, color:
     edge = None
     if contours and len(segments):
         edge = np.zeros(segments.image_size, dtype=np.uint8)
-        for crop, (r0, r1, c0, c1) in zip(segments.crops, segments.regions):
+        for crop, (r0, _r1, c0, _c1) in zip(segments.crops, segments.regions):
             _draw_contours(edge, crop, (int(c0), int(r0)))
         edge = _thicken(edge)
     return _blend(image, segments.label_map(), _colors(len(segments), color, seed), edge)
 
 
-def overlay_masks(image: np.ndarray, masks: np.ndarray, contours: bool = True,
-                  color: tuple[int, int, int] | None = None, seed: int = 0) -> np.ndarray:  # fmt: skip
+def overlay_masks(
+    image: np.ndarray,
+    masks: np.ndarray,
+    contours: bool = True,
+    color: tuple[int, int, int] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Like :func:`overlay`, for dense (K, H, W) bool masks (e.g. merged prompt results); K may be 0
     (the image is returned unchanged, as a copy)."""
     masks = np.asarray(masks, dtype=bool)
@@ -109,19 +119,23 @@ def overlay_masks(image: np.ndarray, masks: np.ndarray, contours: bool = True,
     return _blend(image, labels, _colors(len(masks), color, seed), edge)
 
 
-def draw_prompts(image: np.ndarray, points: Sequence[Sequence[float]] | None = None,
-                 labels: Sequence[int] | None = None, boxes: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+def draw_prompts(
+    image: np.ndarray,
+    points: Sequence[Sequence[float]] | None = None,
+    labels: Sequence[int] | None = None,
+    boxes: Sequence[Sequence[float]] | None = None,
+) -> np.ndarray:
     """Draw prompt points (yellow = foreground, magenta = background) and boxes (blue) on a copy."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     radius = max(3, min(image.shape[:2]) // 150)
     for x1, y1, x2, y2 in boxes or []:
-        cv2.rectangle(out, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), (0, 0, 255), 2)
+        cv2.rectangle(out, (round(x1), round(y1)), (round(x2), round(y2)), (0, 0, 255), 2)
     if points is not None:
         labs = [1] * len(points) if labels is None else list(labels)
         for (x, y), lab in zip(points, labs):
             fill = (255, 255, 0) if lab == 1 else (255, 0, 255)
-            cv2.circle(out, (int(round(x)), int(round(y))), radius, fill, -1)
-            cv2.circle(out, (int(round(x)), int(round(y))), radius, (0, 0, 0), 1)
+            cv2.circle(out, (round(x), round(y)), radius, fill, -1)
+            cv2.circle(out, (round(x), round(y)), radius, (0, 0, 0), 1)
     return out

@@ -14,7 +14,7 @@ from importlib.abc import MetaPathFinder
 
 
 class _BlockUltralytics(MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):  # noqa: D102
+    def find_spec(self, name, path=None, target=None):
         if name == "ultralytics" or name.startswith("ultralytics."):
             raise ImportError("ultralytics is blocked in this process")
         return None
@@ -47,14 +47,16 @@ def main() -> None:
         model = FastSAM(a.ckpt, fuse=fuse, cache_size=0)  # plain: fp32 NCHW, as the reference
         head, protos = model.forward(torch.from_numpy(ref["input"]))
         seg = model.segment(a.image, cfg)
-        out.update({
-            f"{tag}_head": head.numpy(),
-            f"{tag}_protos": protos.numpy(),
-            f"{tag}_boxes": seg.boxes,
-            f"{tag}_scores": seg.scores,
-            f"{tag}_stability": seg.stability,
-            f"{tag}_masks": np.packbits(seg.masks, axis=-1),
-        })  # fmt: skip
+        out.update(
+            {
+                f"{tag}_head": head.numpy(),
+                f"{tag}_protos": protos.numpy(),
+                f"{tag}_boxes": seg.boxes,
+                f"{tag}_scores": seg.scores,
+                f"{tag}_stability": seg.stability,
+                f"{tag}_masks": np.packbits(seg.masks, axis=-1),
+            }
+        )
     out["image_size"] = np.array(seg.image_size)
     assert "ultralytics" not in sys.modules, "fastsam imported ultralytics"
     np.savez_compressed(a.out, **out)

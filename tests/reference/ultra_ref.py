@@ -29,8 +29,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def _assets() -> Path:
@@ -97,8 +97,10 @@ def build(scale: str, reg_max: int, seed: int, eps: float | None = None):
         # Class logits: affine-normalise each level to mean -1.2, std 1.5 on the calibration photos,
         # so scores spread smoothly around conf (no saturated ties at 1.0).
         captured = {}
-        hooks = [seq[2].register_forward_hook(lambda m, i, o, k=k: captured.__setitem__(k, o))
-                 for k, seq in enumerate(head.cv3)]  # fmt: skip
+        hooks = [
+            seq[2].register_forward_hook(lambda m, i, o, k=k: captured.__setitem__(k, o))
+            for k, seq in enumerate(head.cv3)
+        ]
         model(batch)
         for h in hooks:
             h.remove()
@@ -116,8 +118,16 @@ def save(model, path: Path, imgsz: int) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     model.args = {"imgsz": imgsz, "task": "segment"}
-    torch.save({"epoch": 0, "model": model, "ema": None, "train_args": {"imgsz": imgsz, "task": "segment"},
-                "version": __version__}, path)  # fmt: skip
+    torch.save(
+        {
+            "epoch": 0,
+            "model": model,
+            "ema": None,
+            "train_args": {"imgsz": imgsz, "task": "segment"},
+            "version": __version__,
+        },
+        path,
+    )
     strip_optimizer(path)
 
 
@@ -137,8 +147,20 @@ def save_legacy(model, path: Path) -> None:
     model = model.half()
     model.args = old_ns(imgsz=1024, task="segment")
     decoy.args = old_ns(imgsz=1024, task="segment")
-    torch.save({"epoch": -1, "best_fitness": None, "model": decoy, "ema": model, "updates": 10, "optimizer": None,
-                "train_args": {"imgsz": 1024}, "date": "2023-06-21T00:00:00", "version": "8.0.120"}, path)  # fmt: skip
+    torch.save(
+        {
+            "epoch": -1,
+            "best_fitness": None,
+            "model": decoy,
+            "ema": model,
+            "updates": 10,
+            "optimizer": None,
+            "train_args": {"imgsz": 1024},
+            "date": "2023-06-21T00:00:00",
+            "version": "8.0.120",
+        },
+        path,
+    )
 
 
 def make(outdir: Path, only_s: bool = False) -> None:
@@ -170,7 +192,9 @@ def _bad_variants(base):
         "eps-negative": edit(set_attr("model.22.proto.cv1.bn", "eps", -1e-3)),
         "eps-inf": edit(set_attr("model.12.cv2.bn", "eps", float("inf"))),
         "eps-string": edit(set_attr("model.3.bn", "eps", "0.001")),
-        "pool-kernel": edit(lambda m: (set_attr("model.9.m", "kernel_size", 3)(m), set_attr("model.9.m", "padding", 1)(m))),
+        "pool-kernel": edit(
+            lambda m: (set_attr("model.9.m", "kernel_size", 3)(m), set_attr("model.9.m", "padding", 1)(m))
+        ),
         "upsample-mode": edit(set_attr("model.13", "mode", "bilinear")),
         "no-activation": edit(set_attr("model.9.cv1", "act", torch.nn.Identity())),
         "conv-dilation": edit(set_attr("model.16.conv", "dilation", (2, 2))),
@@ -255,8 +279,9 @@ def run(ckpt: Path, image: Path, out: Path, imgsz: int, conf: float, iou: float,
     fused, _ = load_checkpoint(str(ckpt), device="cpu", fuse=True)  # what ultralytics' predictor runs
     with torch.no_grad():
         head_fused, protos_fused = fused.float().eval()(x)[0]
-    res = FastSAM(str(ckpt)).predict(str(image), imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina,
-                                     device="cpu", verbose=False)[0]  # fmt: skip
+    res = FastSAM(str(ckpt)).predict(
+        str(image), imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina, device="cpu", verbose=False
+    )[0]
     np.savez_compressed(
         out,
         input=x.numpy(),

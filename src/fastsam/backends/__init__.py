@@ -23,7 +23,7 @@ from ..config import ModelConfig
 from ..errors import CheckpointError, FastSAMError
 from ..extras import installed
 
-__all__ = ["Backend", "BACKENDS", "open_backend", "sniff_model", "available_backends"]
+__all__ = ["BACKENDS", "Backend", "available_backends", "open_backend", "sniff_model"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 
@@ -52,7 +52,9 @@ def _openvino_xml(path: Path) -> Path | None:
     if path.is_dir():
         xmls = sorted(path.glob("*.xml"))
         if len(xmls) > 1:
-            raise CheckpointError(f"{path}: holds several OpenVINO models ({', '.join(p.name for p in xmls)}); pass the .xml")
+            raise CheckpointError(
+                f"{path}: holds several OpenVINO models ({', '.join(p.name for p in xmls)}); pass the .xml"
+            )
         return xmls[0] if xmls else None
     with path.open("rb") as fh:
         head = fh.read(512).lstrip()
@@ -80,8 +82,13 @@ def sniff_model(path: str | Path) -> str:
     return "weights"
 
 
-def open_backend(model: Any, backend: str | None = None, device: torch.device | None = None,
-                 fuse: bool = True, channels_last: bool | None = None) -> Backend:  # fmt: skip
+def open_backend(
+    model: Any,
+    backend: str | None = None,
+    device: torch.device | None = None,
+    fuse: bool = True,
+    channels_last: bool | None = None,
+) -> Backend:
     """Open ``model`` (a path, or a built ``FastSAMNet``) on ``backend`` (None: by content).
 
     A weight file with ``backend="onnxruntime"`` or ``"openvino"`` is exported to a dynamic-shape
@@ -92,8 +99,10 @@ def open_backend(model: Any, backend: str | None = None, device: torch.device | 
     device = device or torch.device("cpu")
     kind = "weights" if not isinstance(model, (str, Path)) else sniff_model(model)
     if kind != "weights" and backend == "torch":
-        raise FastSAMError(f"{model}: is an exported {kind} model; it runs on backend "
-                           f"{'onnxruntime' if kind == 'onnx' else 'openvino'}, not torch")  # fmt: skip
+        raise FastSAMError(
+            f"{model}: is an exported {kind} model; it runs on backend "
+            f"{'onnxruntime' if kind == 'onnx' else 'openvino'}, not torch"
+        )
     if kind == "openvino" and backend == "onnxruntime":
         raise FastSAMError(f"{model}: is an OpenVINO model; ONNX Runtime cannot run it (export with --format onnx)")
     wanted = backend or {"weights": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[kind]

@@ -22,8 +22,10 @@ def check_input(images: Tensor, shape: tuple[int, int] | None, batch: int | None
         raise FastSAMError(f"{source}: expected a (B, 3, H, W) input, got {tuple(images.shape)}")
     h, w = int(images.shape[2]), int(images.shape[3])
     if shape is not None and (h, w) != tuple(shape):
-        raise FastSAMError(f"{source}: is a static export for {shape[0]}x{shape[1]} inputs, got {h}x{w} "
-                           "(re-export with --dynamic, or with this --imgsz)")  # fmt: skip
+        raise FastSAMError(
+            f"{source}: is a static export for {shape[0]}x{shape[1]} inputs, got {h}x{w} "
+            "(re-export with --dynamic, or with this --imgsz)"
+        )
     if h % 32 or w % 32:
         raise FastSAMError(f"{source}: input height and width must be multiples of 32, got {h}x{w}")
     if batch is not None and images.shape[0] != batch:

@@ -50,8 +50,11 @@ class OpenVINOBackend:
             self.source = source or "<openvino model>"
         text = model.get_rt_info(RT_INFO_PATH).astype(str) if model.has_rt_info(RT_INFO_PATH) else None
         meta = parse_metadata(text, self.source)
-        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": "f32"}  # fmt: skip  (no silent bf16 on CPUs that have it)
+        config = {
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }  # f32: no silent bf16 on CPUs that have it
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
@@ -82,6 +85,8 @@ class OpenVINOBackend:
         try:
             result = self.request.infer({INPUT_NAME: x})
         except Exception as exc:
-            raise FastSAMError(f"{self.source}: OpenVINO failed on a {tuple(x.shape)} input ({describe(exc)})") from None
+            raise FastSAMError(
+                f"{self.source}: OpenVINO failed on a {tuple(x.shape)} input ({describe(exc)})"
+            ) from None
         preds, protos = (np.array(result[o]) for o in self._outputs)  # copies: the request reuses its buffers
         return torch.from_numpy(preds), torch.from_numpy(protos)

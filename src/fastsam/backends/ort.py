@@ -31,8 +31,9 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # its warnings are not the user's business; errors still raise
         try:
-            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                                providers=["CPUExecutionProvider"])  # fmt: skip
+            self.session = ort.InferenceSession(
+                model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT raises its own exception types for corrupt or invalid graphs
             raise CheckpointError(f"{self.source}: not a readable ONNX model ({describe(exc)})") from None
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map.get(META_KEY), self.source)
@@ -60,5 +61,7 @@ class OrtBackend:
         try:
             preds, protos = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
         except Exception as exc:
-            raise FastSAMError(f"{self.source}: ONNX Runtime failed on a {tuple(x.shape)} input ({describe(exc)})") from None
+            raise FastSAMError(
+                f"{self.source}: ONNX Runtime failed on a {tuple(x.shape)} input ({describe(exc)})"
+            ) from None
         return torch.from_numpy(np.asarray(preds)), torch.from_numpy(np.asarray(protos))

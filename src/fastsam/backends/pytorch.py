@@ -29,8 +29,13 @@ class TorchBackend:
     name = "torch"
     shape: tuple[int, int] | None = None
 
-    def __init__(self, weights: str | Path | FastSAMNet, device: torch.device, fuse: bool = True,
-                 channels_last: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        weights: str | Path | FastSAMNet,
+        device: torch.device,
+        fuse: bool = True,
+        channels_last: bool | None = None,
+    ) -> None:
         owned = not isinstance(weights, FastSAMNet)
         model = load_model(weights, device="cpu") if owned else weights
         self.config = model.config

@@ -9,7 +9,7 @@ One module per group of commands: :mod:`._parser` (arguments and their types), :
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import FastSAMError
 from ._parser import UsageError, build_parser, normalise_argv

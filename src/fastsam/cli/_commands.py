@@ -14,7 +14,7 @@ from ..errors import FastSAMError
 from ..io.atomic import write_atomic
 from ._parser import TRAIN_OPTION_NAMES
 
-__all__ = ["convert", "synth", "train", "val", "serve"]
+__all__ = ["convert", "serve", "synth", "train", "val"]
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -24,10 +24,14 @@ def convert(args: argparse.Namespace) -> int:
 
     dtype = {"keep": None, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     if not args.src.is_file():
-        raise FastSAMError(f"{args.src}: " + ("is a directory, expected a weight file" if args.src.is_dir()
-                                               else "weight file not found"))  # fmt: skip
+        raise FastSAMError(
+            f"{args.src}: "
+            + ("is a directory, expected a weight file" if args.src.is_dir() else "weight file not found")
+        )
     if args.dst.is_dir():
-        raise FastSAMError(f"{args.dst} is a directory; give the output file's path, e.g. {args.dst / 'model.safetensors'}")
+        raise FastSAMError(
+            f"{args.dst} is a directory; give the output file's path, e.g. {args.dst / 'model.safetensors'}"
+        )
     if args.dst.exists() and (args.dst.resolve() == args.src.resolve() or args.dst.samefile(args.src)):
         raise FastSAMError(f"output {args.dst} would overwrite the input {args.src}; choose another path")
     if _is_training_checkpoint(args.src):
@@ -85,9 +89,17 @@ def train(args: argparse.Namespace) -> int:
         if not args.data.exists():
             raise FastSAMError(f"{args.data}: no such dataset")
         options = {name: getattr(args, name) for name in TRAIN_OPTION_NAMES}
-        cfg = TrainConfig(data=str(args.data), val_data=str(args.val_data) if args.val_data else None,
-                          data_format=args.format, model=args.model, out=str(args.out), cos_lr=args.cos_lr,
-                          ema=not args.no_ema, amp=not args.no_amp, **options)  # fmt: skip
+        cfg = TrainConfig(
+            data=str(args.data),
+            val_data=str(args.val_data) if args.val_data else None,
+            data_format=args.format,
+            model=args.model,
+            out=str(args.out),
+            cos_lr=args.cos_lr,
+            ema=not args.no_ema,
+            amp=not args.no_amp,
+            **options,
+        )
         trainer = Trainer(cfg, progress=progress)
     result = trainer.train(log=lambda s: print(s, file=sys.stderr))
     if trainer.dist.main:
@@ -99,10 +111,9 @@ def val(args: argparse.Namespace) -> int:
     import logging
 
     from ..config import PredictConfig
+    from ..devices import resolve_device
     from ..predictor import FastSAM
     from ..train.evaluate import default_imgsz, evaluate, format_table, metrics_json, open_dataset
-
-    from ..devices import resolve_device
 
     # Check the cheap things (options, device, dataset) before loading a model.
     resolve_device(args.device)
@@ -123,21 +134,43 @@ def val(args: argparse.Namespace) -> int:
     model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend)
     imgsz = default_imgsz(model) if args.imgsz is None else args.imgsz
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    metrics = evaluate(model, dataset, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                       limit=args.limit, progress=progress)  # fmt: skip
+    metrics = evaluate(
+        model,
+        dataset,
+        imgsz=imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
+        limit=args.limit,
+        progress=progress,
+    )
     problems = dataset.problems
     for p in problems[:5]:
         print(f"fastsam: warning: {p.file}: {p.what}", file=sys.stderr)
     if problems:
-        print(f"fastsam: warning: the dataset reported {len(problems)} problem(s)"
-              + (" (first 5 shown)" if len(problems) > 5 else ""), file=sys.stderr)  # fmt: skip
-    record = {**metrics, "data": str(args.data), "format": fmt, "model": str(args.model), "imgsz": imgsz,
-              "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "problems": len(problems)}  # fmt: skip
+        print(
+            f"fastsam: warning: the dataset reported {len(problems)} problem(s)"
+            + (" (first 5 shown)" if len(problems) > 5 else ""),
+            file=sys.stderr,
+        )
+    record = {
+        **metrics,
+        "data": str(args.data),
+        "format": fmt,
+        "model": str(args.model),
+        "imgsz": imgsz,
+        "conf": args.conf,
+        "iou": args.iou,
+        "max_det": args.max_det,
+        "problems": len(problems),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "metrics.json", metrics_json(record))
     print(format_table(metrics))
-    print(f"{metrics['images']} images, {metrics['instances']} instances, {metrics['detections']} detections, "
-          f"{metrics['seconds']:.1f} s -> {args.out / 'metrics.json'}")  # fmt: skip
+    print(
+        f"{metrics['images']} images, {metrics['instances']} instances, {metrics['detections']} detections, "
+        f"{metrics['seconds']:.1f} s -> {args.out / 'metrics.json'}"
+    )
     return 0
 
 
@@ -148,13 +181,28 @@ def serve(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     if not 0 <= args.port <= 65535 or args.max_pixels < 1 or args.max_upload_mb <= 0:
         raise FastSAMError("--port must be in 0..65535, --max-pixels and --max-upload-mb positive")
-    PredictConfig(imgsz=PredictConfig().imgsz if args.imgsz is None else args.imgsz, conf=args.conf, iou=args.iou)  # checked before loading
+    PredictConfig(
+        imgsz=PredictConfig().imgsz if args.imgsz is None else args.imgsz, conf=args.conf, iou=args.iou
+    )  # checked before loading
     try:
         from ..serve import run
     except ImportError as exc:  # fastapi / uvicorn are an optional extra
-        raise FastSAMError(f"fastsam serve needs the 'serve' extra ({exc.name} is missing): "
-                           "pip install 'fastsam[serve]'") from exc  # fmt: skip
-    return run(args.model, host=args.host, port=args.port, device=args.device, imgsz=args.imgsz, conf=args.conf,
-               iou=args.iou, max_pixels=args.max_pixels, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
-               max_prompt_bytes=args.max_prompt_kb * 1024, max_pending=args.max_pending,
-               clip_weights=args.clip_weights, clip_model=args.clip_model, backend=args.backend)  # fmt: skip
+        raise FastSAMError(
+            f"fastsam serve needs the 'serve' extra ({exc.name} is missing): pip install 'fastsam[serve]'"
+        ) from exc
+    return run(
+        args.model,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        max_pixels=args.max_pixels,
+        max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_prompt_bytes=args.max_prompt_kb * 1024,
+        max_pending=args.max_pending,
+        clip_weights=args.clip_weights,
+        clip_model=args.clip_model,
+        backend=args.backend,
+    )

@@ -25,13 +25,23 @@ def export(args: argparse.Namespace) -> int:
     if args.calib is not None and not args.int8:
         raise FastSAMError("--calib is for --int8 (the images int8 quantization is calibrated on)")
     if args.int8 and not args.calib:
-        raise FastSAMError("--int8 needs calibration images: --calib DIR_OR_FILES (a few dozen photos like the ones "
-                           "you will segment); quantizing without them would give wrong masks")  # fmt: skip
+        raise FastSAMError(
+            "--int8 needs calibration images: --calib DIR_OR_FILES (a few dozen photos like the ones "
+            "you will segment); quantizing without them would give wrong masks"
+        )
     out = args.out if args.out is not None else _default_out(args)
     started = time.perf_counter()
-    path = export_model(args.weights, args.format, out, imgsz=args.imgsz, dynamic=args.dynamic, int8=args.int8,
-                        calib=args.calib if args.calib is None or len(args.calib) > 1 else args.calib[0],
-                        calib_n=args.calib_n, fp16=args.fp16)  # fmt: skip
+    path = export_model(
+        args.weights,
+        args.format,
+        out,
+        imgsz=args.imgsz,
+        dynamic=args.dynamic,
+        int8=args.int8,
+        calib=args.calib if args.calib is None or len(args.calib) > 1 else args.calib[0],
+        calib_n=args.calib_n,
+        fp16=args.fp16,
+    )
     print(f"wrote {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 

@@ -13,9 +13,10 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FastSAMError, ImageTooLargeError
 from ..io.atomic import write_atomic
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ..config import PredictConfig
     from ..results import Segments
 
-__all__ = ["segment", "prompt", "plan_outputs", "OUTPUT_SUFFIXES"]
+__all__ = ["OUTPUT_SUFFIXES", "plan_outputs", "prompt", "segment"]
 
 EXIT_USAGE = 2
 #: What each image writes: OUT/<stem>.json (records) and OUT/<stem>.png (overlay).
@@ -80,10 +81,13 @@ def _options(args: argparse.Namespace, default_imgsz: int) -> PredictConfig:
 
     imgsz = default_imgsz if args.imgsz is None else args.imgsz
     if imgsz > args.max_imgsz:
-        raise FastSAMError(f"--imgsz {imgsz} is over the limit of {args.max_imgsz} (network memory grows with its "
-                           "square; raise the limit with --max-imgsz)")  # fmt: skip
-    return PredictConfig(imgsz=imgsz, conf=args.conf, iou=args.iou, retina_masks=not args.no_retina,
-                         max_det=args.max_det)  # fmt: skip
+        raise FastSAMError(
+            f"--imgsz {imgsz} is over the limit of {args.max_imgsz} (network memory grows with its "
+            "square; raise the limit with --max-imgsz)"
+        )
+    return PredictConfig(
+        imgsz=imgsz, conf=args.conf, iou=args.iou, retina_masks=not args.no_retina, max_det=args.max_det
+    )
 
 
 def _progress(items: list, enabled: bool | None) -> Any:
@@ -221,11 +225,13 @@ def prompt(args: argparse.Namespace) -> int:
             sel = select_by_points(segments, points, labels, mode=args.point_mode)
             top = sel.indices[np.argmax(segments.scores[sel.indices])] if sel.indices.size else None
             merged = Segments.from_masks(
-                sel.mask[None], np.array([segments.scores[top] if top is not None else 0.0]),
+                sel.mask[None],
+                np.array([segments.scores[top] if top is not None else 0.0]),
                 np.array([segments.stability[top] if top is not None else 0.0]),
             )
-            parts.append((merged, {"type": "points", "points": points, "labels": labels,
-                                   "indices": sel.indices.tolist()}))  # fmt: skip
+            parts.append(
+                (merged, {"type": "points", "points": points, "labels": labels, "indices": sel.indices.tolist()})
+            )
         if args.box:
             for b, k in zip(args.box, select_by_boxes(segments, args.box)):
                 one = segments[[int(k)]] if k >= 0 else nothing(segments)

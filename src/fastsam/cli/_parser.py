@@ -1,128 +1,25 @@
-"""The ``fastsam`` argument parser and its value types.
-
-Every value is checked here, at parse time, as far as it can be without opening a file: numbers
-are finite, counts positive, points and boxes parse (negative coordinates included), so that a bad
-option costs nothing and ends in one line on stderr with exit code 2.
-"""
+"""The ``fastsam`` argument parser: its commands and their options (value types in ``_values``)."""
 
 from __future__ import annotations
 
 import argparse
-import math
-import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["build_parser", "normalise_argv", "UsageError", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_IMGSZ"]
+from ._values import (
+    DEFAULT_MAX_IMGSZ,
+    DEFAULT_MAX_PIXELS,
+    UsageError,
+    _Parser,
+    box,
+    finite,
+    normalise_argv,
+    point,
+    positive_int,
+    size,
+)
 
-#: Largest image the CLI decodes by default (width x height): a 48 MP phone photo fits. Its RGB
-#: array is 150 MB; overlay and label map take about 10x that at this size.
-DEFAULT_MAX_PIXELS = 50_000_000
-#: Largest network input side by default. Activations grow with its square: FastSAM-x at 4096
-#: needs several GB; at 100000 the allocation alone would exhaust any machine.
-DEFAULT_MAX_IMGSZ = 4096
-
-# a value that starts with "-" but is a number (or a list of them): argparse would take "-1,10" or
-# "-inf" for an option; "-0.5" alone it already accepts
-_NEGATIVE_VALUE = re.compile(r"^-([0-9.]|inf|nan)", re.IGNORECASE)
-
-
-class UsageError(Exception):
-    """A command line argparse refuses; ``main`` prints it as one line and exits with 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr (no usage block), exit code 2."""
-
-    def error(self, message: str) -> Any:  # argparse's NoReturn hook
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def _value_options(parser: argparse.ArgumentParser) -> set[str]:
-    """Option strings (of the parser and all its sub-commands) that take a value."""
-    out: set[str] = set()
-    for action in parser._actions:  # argparse has no public walk over its actions
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                out |= _value_options(child)
-        elif action.option_strings and action.nargs != 0:
-            out.update(action.option_strings)
-    return out
-
-
-def normalise_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``--point -1,10`` -> ``--point=-1,10`` (and ``--conf -inf`` -> ``--conf=-inf``) for options that
-    take a value, so that negative numbers parse (and are then validated) instead of being mistaken
-    for an unknown option."""
-    takes_value = _value_options(parser)
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            out.extend(args[i:])
-            break
-        if a in takes_value and i + 1 < len(args) and _NEGATIVE_VALUE.match(args[i + 1]):
-            out.append(f"{a}={args[i + 1]}")
-            i += 2
-            continue
-        out.append(a)
-        i += 1
-    return out
-
-
-def finite(text: str) -> float:
-    """A finite float (``nan`` and ``inf`` are refused: they compare false with every bound)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return value
-
-
-def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
-    try:
-        values = [finite(v) for v in text.split(",")]
-    except argparse.ArgumentTypeError:
-        values = []
-    if len(values) not in counts:
-        raise argparse.ArgumentTypeError(f"expected {what} (finite numbers), got {text!r}")
-    return values
-
-
-def point(text: str) -> list[float]:
-    v = _numbers(text, (2, 3), "X,Y or X,Y,LABEL")
-    if len(v) == 3 and v[2] not in (0.0, 1.0):
-        raise argparse.ArgumentTypeError(f"point label must be 0 or 1, got {text!r}")
-    return v if len(v) == 3 else [*v, 1.0]
-
-
-def box(text: str) -> list[float]:
-    return _numbers(text, (4,), "X1,Y1,X2,Y2")
-
-
-def size(text: str) -> int | tuple[int, int]:
-    """``N`` or ``H,W`` (pixels, each >= 32)."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 32:
-        raise argparse.ArgumentTypeError(f"expected N or H,W (whole numbers >= 32), got {text!r}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
+__all__ = ["DEFAULT_MAX_IMGSZ", "DEFAULT_MAX_PIXELS", "UsageError", "build_parser", "normalise_argv"]
 
 
 class _VersionAction(argparse.Action):
@@ -134,9 +31,8 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
         from .. import __version__
-        from ..ops import _native
-
         from ..backends import available_backends
+        from ..ops import _native
 
         kernels = "built" if _native.available() else "not built or disabled: numpy/torchvision fallbacks, slower"
         print(f"fastsam {__version__} (C kernels: {kernels}; backends: {', '.join(available_backends())})")
@@ -147,27 +43,54 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from ..config import PredictConfig
 
     d = PredictConfig()
-    p.add_argument("--model", "-m", type=Path,
-                   help="weight file (a released FastSAM .pt or a fastsam .safetensors) or an exported model (.onnx, "
-                   "OpenVINO directory or .xml); default: the shipped demo model, trained on synthetic shapes only")  # fmt: skip
+    p.add_argument(
+        "--model",
+        "-m",
+        type=Path,
+        help="weight file (a released FastSAM .pt or a fastsam .safetensors) or an exported model (.onnx, "
+        "OpenVINO directory or .xml); default: the shipped demo model, trained on synthetic shapes only",
+    )
     _add_backend_option(p)
-    p.add_argument("--imgsz", type=positive_int,
-                   help=f"network input long side (default: the size the model was trained at, else {d.imgsz})")
+    p.add_argument(
+        "--imgsz",
+        type=positive_int,
+        help=f"network input long side (default: the size the model was trained at, else {d.imgsz})",
+    )
     p.add_argument("--conf", type=finite, default=d.conf, help=f"score threshold (default {d.conf})")
     p.add_argument("--iou", type=finite, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
-    p.add_argument("--max-det", type=positive_int, default=d.max_det,
-                   help=f"maximum masks per image (default {d.max_det})")  # fmt: skip
-    p.add_argument("--no-retina", action="store_true", help="low-resolution mask path of the original (default: retina masks)")
+    p.add_argument(
+        "--max-det", type=positive_int, default=d.max_det, help=f"maximum masks per image (default {d.max_det})"
+    )
+    p.add_argument(
+        "--no-retina", action="store_true", help="low-resolution mask path of the original (default: retina masks)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--out", "-o", type=Path, default=Path("out"),
-                   help="output directory (default ./out); outputs never replace an input file")  # fmt: skip
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                   help=f"largest image accepted, width x height (default {DEFAULT_MAX_PIXELS}); checked from the "
-                   "file header before decoding")  # fmt: skip
-    p.add_argument("--max-imgsz", type=positive_int, default=DEFAULT_MAX_IMGSZ,
-                   help=f"largest --imgsz accepted (default {DEFAULT_MAX_IMGSZ}; memory grows with its square)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=Path("out"),
+        help="output directory (default ./out); outputs never replace an input file",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest image accepted, width x height (default {DEFAULT_MAX_PIXELS}); checked from the "
+        "file header before decoding",
+    )
+    p.add_argument(
+        "--max-imgsz",
+        type=positive_int,
+        default=DEFAULT_MAX_IMGSZ,
+        help=f"largest --imgsz accepted (default {DEFAULT_MAX_IMGSZ}; memory grows with its square)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
 
 
 _MODEL_HELP = "weight file or exported model (.onnx, OpenVINO directory); default: the shipped demo model"
@@ -178,9 +101,12 @@ BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 
 
 def _add_backend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_CHOICES,
-                   help="runtime of the network (default: by the model file: weights -> torch, .onnx -> onnxruntime, "
-                   "OpenVINO -> openvino); weights on onnxruntime/openvino are converted in memory")  # fmt: skip
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        help="runtime of the network (default: by the model file: weights -> torch, .onnx -> onnxruntime, "
+        "OpenVINO -> openvino); weights on onnxruntime/openvino are converted in memory",
+    )
 
 
 _TRAIN_OPTIONS = (
@@ -224,28 +150,54 @@ def _add_image_commands(sub: Any) -> None:
         "OUT/<stem>.png.",
     )
     pr.add_argument("sources", nargs="+", help="image files or directories")
-    pr.add_argument("--point", action="append", type=point, default=[], metavar="X,Y[,LABEL]",
-                    help="point in original pixels; LABEL 1 = foreground (default), 0 = background")
-    pr.add_argument("--box", action="append", type=box, default=[], metavar="X1,Y1,X2,Y2",
-                    help="box in original pixels, clipped to the image; one result per box, in order")
+    pr.add_argument(
+        "--point",
+        action="append",
+        type=point,
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="point in original pixels; LABEL 1 = foreground (default), 0 = background",
+    )
+    pr.add_argument(
+        "--box",
+        action="append",
+        type=box,
+        default=[],
+        metavar="X1,Y1,X2,Y2",
+        help="box in original pixels, clipped to the image; one result per box, in order",
+    )
     pr.add_argument("--text", action="append", default=[], help="text prompt (CLIP; needs the 'text' extra)")
-    pr.add_argument("--clip-weights", type=Path,
-                    help="local CLIP weights (open_clip or OpenAI ViT-B-32 file; default: the shipped demo CLIP, "
-                    "which knows only synthetic scenes)")  # fmt: skip
+    pr.add_argument(
+        "--clip-weights",
+        type=Path,
+        help="local CLIP weights (open_clip or OpenAI ViT-B-32 file; default: the shipped demo CLIP, "
+        "which knows only synthetic scenes)",
+    )
     pr.add_argument("--clip-model", help="open_clip model name of --clip-weights (default ViT-B-32)")
     pr.add_argument("--text-threshold", type=finite, help="select every mask at or above this CLIP similarity")
-    pr.add_argument("--point-mode", choices=["merge", "individual"], default="merge",
-                    help="merge: the original's single merged mask; individual: every mask hit")  # fmt: skip
+    pr.add_argument(
+        "--point-mode",
+        choices=["merge", "individual"],
+        default="merge",
+        help="merge: the original's single merged mask; individual: every mask hit",
+    )
     _add_segment_options(pr)
 
 
 def _add_other_commands(sub: Any) -> None:
-    conv = sub.add_parser("convert", help="convert weights (or a training run's last.pt) to fastsam's safetensors format")
+    conv = sub.add_parser(
+        "convert", help="convert weights (or a training run's last.pt) to fastsam's safetensors format"
+    )
     conv.add_argument("src", type=Path, help="weight file (released .pt or .safetensors)")
     conv.add_argument("dst", type=Path, help="output .safetensors file (never the input)")
-    conv.add_argument("--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)")
-    conv.add_argument("--predict-imgsz", type=positive_int,
-                      help="record this default inference size in the output (training checkpoints only)")  # fmt: skip
+    conv.add_argument(
+        "--dtype", choices=["keep", "fp16", "fp32"], default="keep", help="tensor precision (default keep)"
+    )
+    conv.add_argument(
+        "--predict-imgsz",
+        type=positive_int,
+        help="record this default inference size in the output (training checkpoints only)",
+    )
     syn = sub.add_parser(
         "synth",
         help="write synthetic training scenes (SA-1B layout)",
@@ -254,8 +206,14 @@ def _add_other_commands(sub: Any) -> None:
     syn.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     syn.add_argument("--out", "-o", type=Path, required=True, help="output directory")
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    syn.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
-                     help="image height and width in pixels (default 480 640)")  # fmt: skip
+    syn.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[480, 640],
+        metavar=("H", "W"),
+        help="image height and width in pixels (default 480 640)",
+    )
     val = sub.add_parser(
         "val",
         help="class-agnostic COCO box and mask metrics on a dataset",
@@ -263,26 +221,36 @@ def _add_other_commands(sub: Any) -> None:
         "maxDets 10, 100, 1000) and writes OUT/metrics.json.",
     )
     val.add_argument("--data", type=Path, required=True, help="dataset directory (or SA-1B .tar, COCO .json)")
-    val.add_argument("--format", default="auto", metavar="{auto,sa1b,coco,yolo}",
-                     help="dataset layout (default auto: detected from the directory contents)")
+    val.add_argument(
+        "--format",
+        default="auto",
+        metavar="{auto,sa1b,coco,yolo}",
+        help="dataset layout (default auto: detected from the directory contents)",
+    )
     val.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
     _add_backend_option(val)
     val.add_argument("--out", "-o", type=Path, default=Path("out"), help="output directory (default ./out)")
-    val.add_argument("--imgsz", type=positive_int,
-                     help="network input long side (default: the model's training size, else 1024)")
+    val.add_argument(
+        "--imgsz", type=positive_int, help="network input long side (default: the model's training size, else 1024)"
+    )
     val.add_argument("--conf", type=finite, default=0.001, help="score threshold (default 0.001)")
     val.add_argument("--iou", type=finite, default=0.7, help="NMS IoU threshold (default 0.7)")
     val.add_argument("--max-det", type=positive_int, default=1000, help="maximum masks per image (default 1000)")
     val.add_argument("--limit", type=int, help="evaluate only the first N images")
     val.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    val.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    val.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     tr = sub.add_parser(
         "train",
         help="train or fine-tune on a dataset (one process, or many under torchrun)",
         description="Train a fresh network (--model n|s|m|l|x) or fine-tune a weight file. Writes OUT/log.jsonl "
         "(losses per iteration), OUT/metrics.jsonl (with --val-data), OUT/weights/last.pt (resumable) and "
-        "OUT/weights/model.safetensors (EMA weights). Multi-GPU / multi-node: torchrun --nproc_per_node N -m fastsam.cli train ...",
+        "OUT/weights/model.safetensors (EMA weights). "
+        "Multi-GPU / multi-node: torchrun --nproc_per_node N -m fastsam.cli train ...",
     )
     tr.add_argument("--data", type=Path, help="training dataset directory (SA-1B, COCO or YOLO layout)")
     tr.add_argument("--val-data", type=Path, help="validation dataset (metrics after each --val-period epochs)")
@@ -295,8 +263,12 @@ def _add_other_commands(sub: Any) -> None:
     tr.add_argument("--cos-lr", action="store_true", help="cosine learning-rate decay (default linear)")
     tr.add_argument("--no-ema", action="store_true", help="do not keep an exponential moving average of the weights")
     tr.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (AMP is used on CUDA by default)")
-    tr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar (default: when stderr is a terminal)")  # fmt: skip
+    tr.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
 
 
 def _add_export_parser(sub: Any) -> None:
@@ -307,19 +279,35 @@ def _add_export_parser(sub: Any) -> None:
         ".bin) that fastsam (FastSAM(path), --model PATH) and examples/onnx_standalone.py run with every prompt. "
         "Needs the 'onnx' or 'openvino' extra.",
     )
-    ex.add_argument("weights", type=Path, help="weight file: released .pt, fastsam .safetensors or a training run's last.pt")
-    ex.add_argument("--format", choices=["onnx", "openvino"], required=True, help="onnx (a .onnx file) or openvino (a directory)")
-    ex.add_argument("--out", "-o", type=Path,
-                    help="output .onnx file or OpenVINO directory (default: beside the weights, WEIGHTS.onnx or "
-                    "WEIGHTS_openvino_model/); never the weights")  # fmt: skip
-    ex.add_argument("--imgsz", type=size, metavar="N|H,W",
-                    help="input size, rounded up to multiples of 32 (default: the size the weights record, else 1024); "
-                    "a static export letterboxes every image to it")  # fmt: skip
+    ex.add_argument(
+        "weights", type=Path, help="weight file: released .pt, fastsam .safetensors or a training run's last.pt"
+    )
+    ex.add_argument(
+        "--format", choices=["onnx", "openvino"], required=True, help="onnx (a .onnx file) or openvino (a directory)"
+    )
+    ex.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        help="output .onnx file or OpenVINO directory (default: beside the weights, WEIGHTS.onnx or "
+        "WEIGHTS_openvino_model/); never the weights",
+    )
+    ex.add_argument(
+        "--imgsz",
+        type=size,
+        metavar="N|H,W",
+        help="input size, rounded up to multiples of 32 (default: the size the weights record, else 1024); "
+        "a static export letterboxes every image to it",
+    )
     ex.add_argument("--dynamic", action="store_true", help="dynamic batch and input size (default: static batch 1)")
     ex.add_argument("--int8", action="store_true", help="int8 post-training quantization (NNCF; --format openvino)")
-    ex.add_argument("--calib", nargs="+", metavar="DIR_OR_FILES", help="calibration images for --int8 (required with it)")
+    ex.add_argument(
+        "--calib", nargs="+", metavar="DIR_OR_FILES", help="calibration images for --int8 (required with it)"
+    )
     ex.add_argument("--calib-n", type=positive_int, default=64, help="use at most N calibration images (default 64)")
-    ex.add_argument("--fp16", action="store_true", help="store the weights as fp16 (half the file; compute stays fp32 on CPU)")
+    ex.add_argument(
+        "--fp16", action="store_true", help="store the weights as fp16 (half the file; compute stays fp32 on CPU)"
+    )
 
 
 def _add_serve_parser(sub: Any) -> None:
@@ -336,19 +324,29 @@ def _add_serve_parser(sub: Any) -> None:
     _add_backend_option(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    srv.add_argument("--max-pixels", type=positive_int, default=25_000_000,
-                     help="largest image, width x height (default 25000000)")  # fmt: skip
+    srv.add_argument(
+        "--max-pixels", type=positive_int, default=25_000_000, help="largest image, width x height (default 25000000)"
+    )
     srv.add_argument("--max-upload-mb", type=finite, default=25.0, help="largest request body in MiB (default 25)")
-    srv.add_argument("--max-prompt-kb", type=positive_int, default=1024,
-                     help="largest prompt (JSON) body in KiB (default 1024)")  # fmt: skip
-    srv.add_argument("--max-pending", type=positive_int, default=2,
-                     help="most uploads being read, decoded or waiting for the model at once; more get 503 with "
-                     "Retry-After (default 2; bounds memory)")  # fmt: skip
-    srv.add_argument("--clip-weights", type=Path,
-                     help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)")  # fmt: skip
+    srv.add_argument(
+        "--max-prompt-kb", type=positive_int, default=1024, help="largest prompt (JSON) body in KiB (default 1024)"
+    )
+    srv.add_argument(
+        "--max-pending",
+        type=positive_int,
+        default=2,
+        help="most uploads being read, decoded or waiting for the model at once; more get 503 with "
+        "Retry-After (default 2; bounds memory)",
+    )
+    srv.add_argument(
+        "--clip-weights", type=Path, help="local CLIP weights for text prompts (default: the shipped demo CLIP, if any)"
+    )
     srv.add_argument("--clip-model", help="open_clip model name of --clip-weights")
-    srv.add_argument("--imgsz", type=positive_int,
-                     help=f"network input long side (default: the model's training size, else {d.imgsz})")  # fmt: skip
+    srv.add_argument(
+        "--imgsz",
+        type=positive_int,
+        help=f"network input long side (default: the model's training size, else {d.imgsz})",
+    )
     srv.add_argument("--conf", type=finite, default=d.conf, help=f"score threshold (default {d.conf})")
     srv.add_argument("--iou", type=finite, default=d.iou, help=f"NMS IoU threshold (default {d.iou})")
     srv.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -356,7 +354,11 @@ def _add_serve_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastsam", description="Fast Segment Anything (FastSAM).")
-    parser.add_argument("--version", action=_VersionAction, help="show the version, whether the C kernels are built and the backends available")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="show the version, whether the C kernels are built and the backends available",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_image_commands(sub)
     _add_other_commands(sub)

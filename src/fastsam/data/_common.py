@@ -16,7 +16,7 @@ from ..errors import FastSAMError, ImageError
 from ..formats import rle_counts_from_string
 from ..io.images import load_image
 
-__all__ = ["Sample", "Problem", "masks_to_boxes"]
+__all__ = ["Problem", "Sample", "masks_to_boxes"]
 
 logger = logging.getLogger("fastsam.data.datasets")  # one logger for all readers (the CLI silences it by this name)
 
@@ -185,5 +185,5 @@ def _decode_image_bytes(data: bytes, name: str) -> np.ndarray:
             return load_image(img)
     except ImageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a corrupt image
+    except Exception as exc:
         raise ImageError(f"{name}: corrupt image ({exc})") from None

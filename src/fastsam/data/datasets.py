@@ -28,4 +28,4 @@ from .coco import COCODataset
 from .sa1b import SA1BDataset
 from .yolo import YOLODataset
 
-__all__ = ["Sample", "Problem", "SA1BDataset", "COCODataset", "YOLODataset", "masks_to_boxes"]
+__all__ = ["COCODataset", "Problem", "SA1BDataset", "Sample", "YOLODataset", "masks_to_boxes"]

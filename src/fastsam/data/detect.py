@@ -65,8 +65,10 @@ def detect_format(root: str | Path) -> str:
         return "sa1b"
     if _coco_annotations(root) is not None:
         return "coco"
-    raise FastSAMError(f"{root}: no dataset found (expected SA-1B *.jpg + *.json pairs, a COCO annotations JSON "
-                       "or YOLO images/ + labels/); pass --format")  # fmt: skip
+    raise FastSAMError(
+        f"{root}: no dataset found (expected SA-1B *.jpg + *.json pairs, a COCO annotations JSON "
+        "or YOLO images/ + labels/); pass --format"
+    )
 
 
 def open_dataset(root: str | Path, fmt: str = "auto") -> tuple[Any, str]:

@@ -79,7 +79,7 @@ class SA1BDataset(_Base):
     def _tar(self, path: Path) -> tarfile.TarFile:
         pid, tf = self._tars.get(path, (None, None))
         if tf is None or pid != os.getpid():  # reopen after fork (DataLoader workers)
-            tf = tarfile.open(path)
+            tf = tarfile.open(path)  # noqa: SIM115 - cached: one open archive per process for random access
             self._tars[path] = (os.getpid(), tf)
         return tf
 

@@ -20,13 +20,22 @@ import numpy as np
 from ..formats import mask_bbox_xywh, rle_encode
 from ..io.atomic import write_atomic
 
-__all__ = ["PALETTE", "SHAPES", "MIN_AREA", "render_scene", "write_dataset"]
+__all__ = ["MIN_AREA", "PALETTE", "SHAPES", "render_scene", "write_dataset"]
 
 PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (40, 170, 50), "blue": (30, 60, 210), "yellow": (240, 220, 40),
-    "orange": (245, 140, 20), "purple": (130, 50, 170), "pink": (245, 150, 190), "cyan": (40, 210, 220),
-    "white": (245, 245, 245), "black": (15, 15, 15), "brown": (120, 75, 35), "gray": (128, 128, 128),
-}  # fmt: skip
+    "red": (220, 30, 30),
+    "green": (40, 170, 50),
+    "blue": (30, 60, 210),
+    "yellow": (240, 220, 40),
+    "orange": (245, 140, 20),
+    "purple": (130, 50, 170),
+    "pink": (245, 150, 190),
+    "cyan": (40, 210, 220),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+    "brown": (120, 75, 35),
+    "gray": (128, 128, 128),
+}
 SHAPES: tuple[str, ...] = ("polygon", "ellipse", "ring", "star", "blob", "bar")
 MIN_AREA = 20  # objects whose visible area is below this many pixels are dropped
 
@@ -49,10 +58,8 @@ def _random_shape(rng: np.random.Generator, size: tuple[int, int], inside: bool 
     """A random object; radius log-uniform in [5, min(H, W) / 4] px (extent ~10 px to half the image)."""
     h, w = size
     r_max = max(6.0, min(h, w) / 4)
-    if inside:  # a whole, mid-sized object (used to top up scenes that lost too much to occlusion)
-        r = float(rng.uniform(10, max(11, r_max / 2)))
-    else:
-        r = float(np.exp(rng.uniform(np.log(5.0), np.log(r_max))))
+    # inside: a whole, mid-sized object (used to top up scenes that lost too much to occlusion)
+    r = float(rng.uniform(10, max(11, r_max / 2))) if inside else float(np.exp(rng.uniform(np.log(5.0), np.log(r_max))))
     m = r if inside else 0.0
     cx, cy = float(rng.uniform(m, max(m + 1, w - m))), float(rng.uniform(m, max(m + 1, h - m)))
     kind = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -95,11 +102,11 @@ def _shape_mask(s: _Shape, size: tuple[int, int]) -> np.ndarray:
         n = p["n"]
         poly(s.angle + 2 * np.pi * np.arange(n) / n + p["jitter"], s.r * p["radii"])
     elif s.kind in ("ellipse", "ring"):
-        centre = (int(round(c[0])), int(round(c[1])))
-        axes = (max(1, int(round(s.r))), max(1, int(round(s.r * p["aspect"]))))
+        centre = (round(c[0]), round(c[1]))
+        axes = (max(1, round(s.r)), max(1, round(s.r * p["aspect"])))
         cv2.ellipse(out, centre, axes, np.degrees(s.angle), 0, 360, 1, -1, lineType=cv2.LINE_8)
         if s.kind == "ring":
-            inner = (max(1, int(round(axes[0] * p["inner"]))), max(1, int(round(axes[1] * p["inner"]))))
+            inner = (max(1, round(axes[0] * p["inner"])), max(1, round(axes[1] * p["inner"])))
             cv2.ellipse(out, centre, inner, np.degrees(s.angle), 0, 360, 0, -1, lineType=cv2.LINE_8)
     elif s.kind == "star":
         k = p["k"]
@@ -135,10 +142,17 @@ def _annotations(shapes: list[_Shape], size: tuple[int, int]) -> tuple[list[dict
         x, y, bw, bh = mask_bbox_xywh(vis, (0, h, 0, w))
         crop = vis[y : y + bh, x : x + bw]
         rle = rle_encode([crop], [(y, y + bh, x, x + bw)], (h, w))[0]
-        anns.append({
-            "id": len(anns) + 1, "segmentation": {"size": [h, w], "counts": rle},
-            "bbox": [x, y, bw, bh], "area": area, "caption": f"a {s.color} {s.kind}", "shape": s.kind, "color": s.color,
-        })  # fmt: skip
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "segmentation": {"size": [h, w], "counts": rle},
+                "bbox": [x, y, bw, bh],
+                "area": area,
+                "caption": f"a {s.color} {s.kind}",
+                "shape": s.kind,
+                "color": s.color,
+            }
+        )
     return anns, full
 
 
@@ -183,7 +197,7 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] = (480, 640)) -
     """A random scene of ``size`` = (H, W): (H, W, 3) uint8 RGB image and 3..40 annotations (visible
     parts after occlusion, back to front) with COCO RLE ``segmentation``, ``bbox`` [x, y, w, h],
     ``area``, ``caption`` ("a red star"), ``shape`` and ``color``. Uses only ``rng``: deterministic."""
-    h, w = size
+    _h, _w = size
     img = _background(rng, size)
     n = int(rng.integers(3, 41))
     shapes = [_random_shape(rng, size) for _ in range(n)]
@@ -198,7 +212,6 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] = (480, 640)) -
     img = img + rng.normal(0, rng.uniform(1.5, 5.0), img.shape)
     img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.float32), (3, 3), float(rng.uniform(0.3, 0.8)))
     return np.clip(np.round(img), 0, 255).astype(np.uint8), anns
-
 
 
 def write_dataset(out_dir: str | os.PathLike, n: int, seed: int, size: tuple[int, int] = (480, 640)) -> list[Path]:

@@ -14,8 +14,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import recorded_imgsz
 from ..errors import FastSAMError
@@ -24,7 +25,7 @@ from ..io.atomic import atomic_path
 from ..nn.model import FastSAMNet
 from .metadata import ExportMetadata, parse_metadata
 
-__all__ = ["export_model", "prepare_network", "build_metadata", "input_shape", "ExportMetadata", "parse_metadata"]
+__all__ = ["ExportMetadata", "build_metadata", "export_model", "input_shape", "parse_metadata", "prepare_network"]
 
 FORMATS = ("onnx", "openvino")
 
@@ -59,28 +60,52 @@ def prepare_network(weights: str | Path | FastSAMNet) -> tuple[FastSAMNet, dict[
         own = dict(getattr(net, "provenance", None) or {})
     import torch
 
-    source.update(fastsam=__version__, torch=torch.__version__, exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    source.update(
+        fastsam=__version__, torch=torch.__version__, exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
     if own:
         source["source_provenance"] = {k: v for k, v in own.items() if isinstance(v, (str, int, float, bool))}
     return net.eval(), source
 
 
-def build_metadata(net: FastSAMNet, provenance: dict[str, Any], shape: tuple[int, int], dynamic: bool,
-                   imgsz: int, precision: str = "fp32", quantization: dict[str, Any] | None = None) -> ExportMetadata:  # fmt: skip
+def build_metadata(
+    net: FastSAMNet,
+    provenance: dict[str, Any],
+    shape: tuple[int, int],
+    dynamic: bool,
+    imgsz: int,
+    precision: str = "fp32",
+    quantization: dict[str, Any] | None = None,
+) -> ExportMetadata:
     return ExportMetadata(
-        config=net.config, strides=tuple(net.strides), shape=None if dynamic else shape, batch=None if dynamic else 1,
-        imgsz=imgsz, names={i: "object" for i in range(net.config.num_classes)}, precision=precision,
-        quantization=quantization or {}, provenance=provenance,
-    )  # fmt: skip
+        config=net.config,
+        strides=tuple(net.strides),
+        shape=None if dynamic else shape,
+        batch=None if dynamic else 1,
+        imgsz=imgsz,
+        names={i: "object" for i in range(net.config.num_classes)},
+        precision=precision,
+        quantization=quantization or {},
+        provenance=provenance,
+    )
 
 
 def _default_imgsz(net: FastSAMNet) -> int:
     return recorded_imgsz(dict(getattr(net, "provenance", None) or {}))
 
 
-def export_model(weights: str | Path | FastSAMNet, format: str, out: str | Path, imgsz: int | Sequence[int] | None = None,
-                 dynamic: bool = False, int8: bool = False, calib: Any = None, calib_n: int = 64, fp16: bool = False,
-                 keep_fp32: Sequence[str] | None = None) -> Path:  # fmt: skip
+def export_model(
+    weights: str | Path | FastSAMNet,
+    format: str,
+    out: str | Path,
+    imgsz: int | Sequence[int] | None = None,
+    dynamic: bool = False,
+    int8: bool = False,
+    calib: Any = None,
+    calib_n: int = 64,
+    fp16: bool = False,
+    keep_fp32: Sequence[str] | None = None,
+) -> Path:
     """Export ``weights`` to ``out`` and return the written model path (the ``.onnx``, or the IR's ``.xml``).
 
     Args:
@@ -101,15 +126,22 @@ def export_model(weights: str | Path | FastSAMNet, format: str, out: str | Path,
     if int8 and format != "openvino":
         raise FastSAMError("int8 export is for --format openvino (NNCF post-training quantization)")
     if int8 and calib is None:
-        raise FastSAMError("int8 export needs calibration images (--calib DIR_OR_FILES): "
-                           "quantizing on random noise would give wrong masks")  # fmt: skip
+        raise FastSAMError(
+            "int8 export needs calibration images (--calib DIR_OR_FILES): "
+            "quantizing on random noise would give wrong masks"
+        )
     require("onnx")
     if format == "openvino":
         require("openvino")
     if int8:
         require("nncf")
     out = Path(out)
-    if not isinstance(weights, FastSAMNet) and Path(weights).exists() and out.exists() and out.resolve() == Path(weights).resolve():
+    if (
+        not isinstance(weights, FastSAMNet)
+        and Path(weights).exists()
+        and out.exists()
+        and out.resolve() == Path(weights).resolve()
+    ):
         raise FastSAMError(f"{out}: the output would replace the weights it is exported from")
     net, provenance = prepare_network(weights)
     size = imgsz if imgsz is not None else _default_imgsz(net)
@@ -133,8 +165,15 @@ def export_model(weights: str | Path | FastSAMNet, format: str, out: str | Path,
     return _export_openvino(net, out, shape, meta, dynamic, calib_images, keep_fp32)
 
 
-def _export_openvino(net: FastSAMNet, out: Path, shape: tuple[int, int], meta: ExportMetadata, dynamic: bool,
-                     calib_images: list | None, keep_fp32: Sequence[str] | None) -> Path:  # fmt: skip
+def _export_openvino(
+    net: FastSAMNet,
+    out: Path,
+    shape: tuple[int, int],
+    meta: ExportMetadata,
+    dynamic: bool,
+    calib_images: list | None,
+    keep_fp32: Sequence[str] | None,
+) -> Path:
     from .graph import export_onnx
     from .openvino import save_openvino, to_openvino
 

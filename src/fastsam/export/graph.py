@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .metadata import INPUT_NAME, META_KEY, OUTPUT_NAMES, ExportMetadata
 from ..nn.model import FastSAMNet
 from ..ops.decode import decode_predictions
+from .metadata import INPUT_NAME, META_KEY, OUTPUT_NAMES, ExportMetadata
 
-__all__ = ["DecodedNet", "export_onnx", "compress_fp16", "OPSET"]
+__all__ = ["OPSET", "DecodedNet", "compress_fp16", "export_onnx"]
 
 #: ONNX opset of our exports: read by ONNX Runtime >= 1.12 and OpenVINO >= 2022.1.
 OPSET = 17
@@ -40,8 +40,7 @@ class DecodedNet(nn.Module):
         return decode_predictions(out, self.strides, self.reg_max), out.protos
 
 
-def export_onnx(network: FastSAMNet, path: Path, shape: tuple[int, int], meta: ExportMetadata,
-                dynamic: bool) -> Path:  # fmt: skip
+def export_onnx(network: FastSAMNet, path: Path, shape: tuple[int, int], meta: ExportMetadata, dynamic: bool) -> Path:
     """Trace ``network`` (fused, eval, fp32, CPU) at input ``shape`` (H, W) and write ``path`` with
     ``meta`` in its ``metadata_props``. ``dynamic``: batch, height and width are free dimensions."""
     import onnx
@@ -50,13 +49,25 @@ def export_onnx(network: FastSAMNet, path: Path, shape: tuple[int, int], meta: E
     example = torch.zeros(1, 3, *shape)
     axes = None
     if dynamic:
-        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAMES[0]: {0: "batch", 2: "anchors"},
-                OUTPUT_NAMES[1]: {0: "batch", 2: "proto_height", 3: "proto_width"}}  # fmt: skip
+        axes = {
+            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAMES[0]: {0: "batch", 2: "anchors"},
+            OUTPUT_NAMES[1]: {0: "batch", 2: "proto_height", 3: "proto_width"},
+        }
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # the TorchScript exporter warns that it is deprecated in favour of dynamo (see above)
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=OPSET,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     model = onnx.load(str(path))
     if meta.precision == "fp16":
         compress_fp16(model)

@@ -60,22 +60,38 @@ class ExportMetadata:
         return self.shape is None
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "model": self.config.to_dict(),
-            "strides": list(self.strides),
-            "input": {"name": INPUT_NAME, "dynamic": self.dynamic, "shape": list(self.shape) if self.shape else None,
-                      "batch": self.batch, "layout": "NCHW RGB float32 in [0, 1], letterboxed, pad 114"},
-            "outputs": list(OUTPUT_NAMES), "imgsz": self.imgsz, "names": {str(k): v for k, v in self.names.items()},
-            "precision": self.precision, "quantization": self.quantization, "provenance": self.provenance,
-        }, sort_keys=True)  # fmt: skip
+        return json.dumps(
+            {
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "model": self.config.to_dict(),
+                "strides": list(self.strides),
+                "input": {
+                    "name": INPUT_NAME,
+                    "dynamic": self.dynamic,
+                    "shape": list(self.shape) if self.shape else None,
+                    "batch": self.batch,
+                    "layout": "NCHW RGB float32 in [0, 1], letterboxed, pad 114",
+                },
+                "outputs": list(OUTPUT_NAMES),
+                "imgsz": self.imgsz,
+                "names": {str(k): v for k, v in self.names.items()},
+                "precision": self.precision,
+                "quantization": self.quantization,
+                "provenance": self.provenance,
+            },
+            sort_keys=True,
+        )
 
 
 def parse_metadata(text: str | None, source: str) -> ExportMetadata:
     """Parse and check the ``fastsam`` metadata of an exported model; ``CheckpointError`` naming
     ``source`` when it is absent (a graph we did not export) or malformed."""
     if not text:
-        raise CheckpointError(f"{source}: has no fastsam metadata (not exported by 'fastsam export'; "
-                              "re-export it from the weights with 'fastsam export')")  # fmt: skip
+        raise CheckpointError(
+            f"{source}: has no fastsam metadata (not exported by 'fastsam export'; "
+            "re-export it from the weights with 'fastsam export')"
+        )
     try:
         doc = json.loads(text)
         if doc.get("format") != EXPORT_FORMAT:
@@ -92,11 +108,16 @@ def parse_metadata(text: str | None, source: str) -> ExportMetadata:
         batch = None if inp.get("batch") is None else int(inp["batch"])
         names = {int(k): str(v) for k, v in doc.get("names", {"0": "object"}).items()}
         return ExportMetadata(
-            config=config, strides=strides, shape=shape, batch=batch,  # type: ignore[arg-type]
-            imgsz=int(doc.get("imgsz", max(shape) if shape else 1024)), names=names,
-            precision=str(doc.get("precision", "fp32")), quantization=dict(doc.get("quantization") or {}),
+            config=config,
+            strides=strides,
+            shape=shape,
+            batch=batch,  # type: ignore[arg-type]
+            imgsz=int(doc.get("imgsz", max(shape) if shape else 1024)),
+            names=names,
+            precision=str(doc.get("precision", "fp32")),
+            quantization=dict(doc.get("quantization") or {}),
             provenance=dict(doc.get("provenance") or {}),
-        )  # fmt: skip
+        )
     except CheckpointError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .metadata import META_KEY, ExportMetadata
 
-__all__ = ["to_openvino", "save_openvino", "RT_INFO_PATH"]
+__all__ = ["RT_INFO_PATH", "save_openvino", "to_openvino"]
 
 #: Where the metadata JSON lives in the IR's rt_info.
 RT_INFO_PATH = [META_KEY, "metadata"]

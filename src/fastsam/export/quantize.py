@@ -11,8 +11,9 @@ logits. The choice is recorded in the file's metadata (``quantization.keep_fp32`
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,9 @@ def _ignored_names(model: Any, patterns: Sequence[str]) -> list[str]:
     return names
 
 
-def quantize_openvino(model: Any, images: list[np.ndarray], shape: tuple[int, int], dynamic: bool,
-                      keep_fp32: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+def quantize_openvino(
+    model: Any, images: list[np.ndarray], shape: tuple[int, int], dynamic: bool, keep_fp32: Sequence[str] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Quantize ``model`` (weights and activations to int8, per-channel weights) on ``images``,
     each letterboxed as inference will see it: to the static ``shape``, or (dynamic) to the long
     side ``max(shape)`` with the usual minimal padding. Returns the model and what was done."""
@@ -86,9 +88,16 @@ def quantize_openvino(model: Any, images: list[np.ndarray], shape: tuple[int, in
 
     ignored = _ignored_names(model, patterns)
     quantized = nncf.quantize(
-        model, nncf.Dataset(images, transform), subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
+        model,
+        nncf.Dataset(images, transform),
+        subset_size=len(images),
+        preset=nncf.QuantizationPreset.MIXED,
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-    )  # fmt: skip
-    info = {"method": f"nncf {nncf.__version__} post-training quantization, preset mixed",
-            "calibration_images": len(images), "keep_fp32": list(patterns), "fp32_layers": len(ignored)}  # fmt: skip
+    )
+    info = {
+        "method": f"nncf {nncf.__version__} post-training quantization, preset mixed",
+        "calibration_images": len(images),
+        "keep_fp32": list(patterns),
+        "fp32_layers": len(ignored),
+    }
     return quantized, info

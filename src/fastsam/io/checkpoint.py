@@ -35,7 +35,7 @@ from ..nn.model import FastSAMNet, set_batchnorm_eps
 from .atomic import atomic_path
 from .ultralytics import read_ultralytics_checkpoint
 
-__all__ = ["LoadedWeights", "read_weights", "load_model", "save_safetensors", "convert", "load_state_strict"]
+__all__ = ["LoadedWeights", "convert", "load_model", "load_state_strict", "read_weights", "save_safetensors"]
 
 FORMAT_NAME = "fastsam"
 FORMAT_VERSION = "1"
@@ -122,7 +122,9 @@ def _parse_bn_eps(field_text: str | None, names: list[str]) -> dict[str, float]:
         if name not in names:
             raise CheckpointError(f"bn_eps metadata names {name!r}, which is not a BatchNorm of the network")
         if not _valid_eps(value):
-            raise CheckpointError(f"bn_eps metadata: BatchNorm {name} has eps {value!r}; expected a finite positive number")
+            raise CheckpointError(
+                f"bn_eps metadata: BatchNorm {name} has eps {value!r}; expected a finite positive number"
+            )
     full = {name: float(layers.get(name, default)) for name in names}
     return {name: value for name, value in full.items() if value != BN_EPS}
 
@@ -157,8 +159,9 @@ def read_weights(path: str | Path) -> LoadedWeights:
     return LoadedWeights(state, cfg, meta, bn_eps)
 
 
-def load_state_strict(model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint", assign: bool = False
-                      ) -> None:  # fmt: skip
+def load_state_strict(
+    model: FastSAMNet, state: dict[str, Tensor], source: str = "checkpoint", assign: bool = False
+) -> None:
     """Copy ``state`` into ``model`` (cast to the model's dtype); raise naming every mismatch.
 
     ``assign=True`` makes the tensors of ``state`` the model's own instead (dtype kept): the way to
@@ -204,9 +207,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FastSAMN
 
 
 def save_safetensors(
-    state: dict[str, Tensor], config: ModelConfig, path: str | Path, provenance: dict[str, Any] | None = None,
-    dtype: torch.dtype | None = None, bn_eps: Mapping[str, float] | None = None,
-) -> Path:  # fmt: skip
+    state: dict[str, Tensor],
+    config: ModelConfig,
+    path: str | Path,
+    provenance: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    bn_eps: Mapping[str, float] | None = None,
+) -> Path:
     """Write our own format: safetensors of ``state`` (optionally cast to ``dtype``) plus JSON metadata.
 
     ``bn_eps``: eps of the BatchNorm layers that differ from ``BN_EPS`` (by layer name, as

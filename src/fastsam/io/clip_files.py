@@ -30,10 +30,17 @@ CLIP_FORMAT = "fastsam-clip"
 _REMOTE_KEYS = ("timm_model_name", "hf_model_name", "hf_tokenizer_name")
 
 _STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "DoubleStorage": torch.float64,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
-}  # fmt: skip
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "DoubleStorage": torch.float64,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
 
 
 class _ArchiveUnpickler(safe_pickle.Unpickler):
@@ -64,8 +71,9 @@ class _ArchiveUnpickler(safe_pickle.Unpickler):
             raise CheckpointError(f"malformed storage reference {pid!r:.80} in the TorchScript archive")
         if key not in self._storages:
             raw = bytearray(self._archive.read(f"{self._prefix}/data/{key}"))
-            self._storages[key] = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else \
-                torch.UntypedStorage(0)  # fmt: skip
+            self._storages[key] = (
+                torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0)
+            )
         return torch.storage.TypedStorage(wrap_storage=self._storages[key], dtype=dtype, _internal=True)
 
 
@@ -93,8 +101,10 @@ def _walk(obj: Any, prefix: str, out: dict[str, torch.Tensor], seen: set[int]) -
 def _read_torchscript(path: Path, archive: zipfile.ZipFile) -> tuple[dict[str, torch.Tensor], bool]:
     pkls = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
     if len(pkls) != 1:
-        raise CheckpointError(f"{path} is a TorchScript archive of an unsupported layout; convert it to a "
-                              "state dict with open_clip (torch.save(model.state_dict(), ...))")  # fmt: skip
+        raise CheckpointError(
+            f"{path} is a TorchScript archive of an unsupported layout; convert it to a "
+            "state dict with open_clip (torch.save(model.state_dict(), ...))"
+        )
     prefix = pkls[0].split("/")[0]
     with archive.open(pkls[0]) as f:
         root = _ArchiveUnpickler(f, archive, prefix).load()
@@ -116,8 +126,10 @@ def read_clip_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool, boo
     is_safetensors = path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
     # torch.save writes a zip archive (or, before torch 1.6, a pickle: protocol 2+ starts with 0x80)
     if not (is_safetensors or zipfile.is_zipfile(path) or head[:1] == b"\x80"):
-        raise CheckpointError(f"{path} is not a CLIP weight file (unknown format; expected a torch state dict, a "
-                              ".safetensors file or OpenAI's TorchScript release)")  # fmt: skip
+        raise CheckpointError(
+            f"{path} is not a CLIP weight file (unknown format; expected a torch state dict, a "
+            ".safetensors file or OpenAI's TorchScript release)"
+        )
     try:
         if is_safetensors:
             from safetensors.torch import load_file
@@ -138,8 +150,10 @@ def read_clip_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool, boo
         ) from e
     except Exception as e:  # e.g. "KeyError: 105" from pickle on a JPEG: not worth showing
         why = "truncated file" if isinstance(e, EOFError) else "unknown format"
-        raise CheckpointError(f"{path} is not a CLIP weight file ({why}; expected a torch state dict, a .safetensors "
-                              "file or OpenAI's TorchScript release)") from e  # fmt: skip
+        raise CheckpointError(
+            f"{path} is not a CLIP weight file ({why}; expected a torch state dict, a .safetensors "
+            "file or OpenAI's TorchScript release)"
+        ) from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -170,13 +184,18 @@ def read_clip_config(path: Path) -> dict[str, Any] | None:
         return None
     try:
         cfg = json.loads(meta["config"])
-        ok = isinstance(cfg, dict) and isinstance(cfg.get("embed_dim"), int) and \
-            isinstance(cfg.get("vision_cfg"), dict) and isinstance(cfg.get("text_cfg"), dict)  # fmt: skip
+        ok = (
+            isinstance(cfg, dict)
+            and isinstance(cfg.get("embed_dim"), int)
+            and isinstance(cfg.get("vision_cfg"), dict)
+            and isinstance(cfg.get("text_cfg"), dict)
+        )
     except (KeyError, ValueError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{path}: invalid {CLIP_FORMAT} metadata (needs a JSON 'config' with embed_dim, "
-                              "vision_cfg and text_cfg)")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: invalid {CLIP_FORMAT} metadata (needs a JSON 'config' with embed_dim, vision_cfg and text_cfg)"
+        )
     remote = [k for part in ("vision_cfg", "text_cfg") for k in _REMOTE_KEYS if cfg[part].get(k)]
     if remote:
         raise CheckpointError(f"{path}: its CLIP config needs downloads ({remote[0]}), which is not supported")

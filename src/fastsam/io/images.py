@@ -10,19 +10,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any
 
 import numpy as np
 
 from ..errors import ImageError, ImageTooLargeError
 
-__all__ = ["ImageSource", "load_image", "iter_sources", "check_regular_file", "check_pixels", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSource", "check_pixels", "check_regular_file", "iter_sources", "load_image"]
 
-ImageSource = Union[str, os.PathLike, np.ndarray, Any]
+ImageSource = str | os.PathLike | np.ndarray | Any
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
 
 
@@ -55,10 +57,8 @@ def _from_array(arr: np.ndarray, name: str = "array") -> np.ndarray:
 def _from_pil(img: Any, name: str) -> np.ndarray:
     from PIL import ImageOps
 
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not make a good image unreadable
         img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block must not make an otherwise good image unreadable
-        pass
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return _from_array(np.asarray(img, dtype=np.uint16), name)
@@ -96,8 +96,9 @@ def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> No
     """Raise :class:`ImageTooLargeError` if a (width, height) image is over ``max_pixels`` (None: no limit)."""
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageTooLargeError(f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",
-                                 (w, h), max_pixels)  # fmt: skip
+        raise ImageTooLargeError(
+            f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", (w, h), max_pixels
+        )
 
 
 def _from_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
@@ -117,8 +118,9 @@ def _from_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
         if max_pixels is not None:
-            raise ImageTooLargeError(f"{path}: image is over the limit of {max_pixels} pixels ({exc})", (0, 0),
-                                     max_pixels) from None  # fmt: skip
+            raise ImageTooLargeError(
+                f"{path}: image is over the limit of {max_pixels} pixels ({exc})", (0, 0), max_pixels
+            ) from None
         raise ImageError(f"{path}: {exc}") from None
     except ImageError:
         raise

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UnsafeCheckpointError
 
-__all__ = ["Unpickler", "load", "loads", "Inert", "is_inert"]
+__all__ = ["Inert", "Unpickler", "is_inert", "load", "loads"]
 
 
 class Inert:
@@ -29,13 +29,13 @@ class Inert:
     _pickled_module = ""
     _pickled_name = ""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Inert":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
         obj = object.__new__(cls)
         obj.__dict__["_args"] = args
         obj.__dict__["_state"] = None
         return obj
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D401 - nothing to do
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __setstate__(self, state: Any) -> None:

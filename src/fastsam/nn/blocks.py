@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvBnAct", "Bottleneck", "C2f", "SPPF", "Proto", "Branch"]
+__all__ = ["SPPF", "Bottleneck", "Branch", "C2f", "ConvBnAct", "Proto"]
 
 # Same BatchNorm hyper-parameters as YOLOv8 (matter for training and for exact eval numerics).
 BN_EPS = 1e-3

@@ -19,9 +19,17 @@ __all__ = ["fuse_conv_bn"]
 def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  W' x + b', with this layer's eps
     fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype,
-    )  # fmt: skip
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
     std = torch.sqrt(bn.running_var + bn.eps)
     scale = bn.weight / std
     with torch.no_grad():

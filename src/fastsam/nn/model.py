@@ -14,12 +14,19 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .blocks import BN_EPS, C2f, SPPF, Branch, ConvBnAct, Proto
+from .blocks import BN_EPS, SPPF, Branch, C2f, ConvBnAct, Proto
 
 __all__ = [
-    "HeadOutput", "Backbone", "Neck", "SegmentHead", "FastSAMNet", "build_model", "STRIDES",
-    "batchnorm_eps", "set_batchnorm_eps",
-]  # fmt: skip
+    "STRIDES",
+    "Backbone",
+    "FastSAMNet",
+    "HeadOutput",
+    "Neck",
+    "SegmentHead",
+    "batchnorm_eps",
+    "build_model",
+    "set_batchnorm_eps",
+]
 
 STRIDES = (8, 16, 32)
 

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .masks import AxisTable
 
-__all__ = ["available", "threshold_windows", "nms_sorted", "rle_strings"]
+__all__ = ["available", "nms_sorted", "rle_strings", "threshold_windows"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "lib": the loaded functions or None; "pool": thread pool, made when first needed
@@ -122,8 +122,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool  # type: ignore[return-value]
 
 
-def _check(windows: list[np.ndarray], shapes: np.ndarray, origins: np.ndarray, regions: np.ndarray,
-           tables: list[np.ndarray]) -> None:  # fmt: skip
+def _check(
+    windows: list[np.ndarray], shapes: np.ndarray, origins: np.ndarray, regions: np.ndarray, tables: list[np.ndarray]
+) -> None:
     """The kernel trusts its indices; make sure every one it will follow lies inside its buffer."""
     ri0, ri1, _, _, ci0, ci1, _, _ = tables
     if any((np.diff(t) < 0).any() for t in (ri0, ri1, ci0, ci1)) or (ri1 < ri0).any() or (ci1 < ci0).any():
@@ -133,13 +134,23 @@ def _check(windows: list[np.ndarray], shapes: np.ndarray, origins: np.ndarray, r
     if any(w.dtype != np.float32 or w.ndim != 2 or not w.flags.c_contiguous for w in windows):
         raise ValueError("windows must be C-contiguous 2-D float32 arrays")
     r0, r1, c0, c1 = regions.T
-    if not ((0 <= r0).all() and (r0 < r1).all() and (r1 <= len(ri0)).all()
-            and (0 <= c0).all() and (c0 < c1).all() and (c1 <= len(ci0)).all()):  # fmt: skip
+    if not (
+        (r0 >= 0).all()
+        and (r0 < r1).all()
+        and (r1 <= len(ri0)).all()
+        and (c0 >= 0).all()
+        and (c0 < c1).all()
+        and (c1 <= len(ci0)).all()
+    ):
         raise ValueError("regions must be non-empty and inside the tables")
     top, bottom = origins[:, 0], origins[:, 0] + shapes[:, 0]
     left, right = origins[:, 1], origins[:, 1] + shapes[:, 1]
-    if not ((ri0[r0] >= top).all() and (ri1[r1 - 1] < bottom).all()
-            and (ci0[c0] >= left).all() and (ci1[c1 - 1] < right).all()):  # fmt: skip
+    if not (
+        (ri0[r0] >= top).all()
+        and (ri1[r1 - 1] < bottom).all()
+        and (ci0[c0] >= left).all()
+        and (ci1[c1 - 1] < right).all()
+    ):
         raise ValueError("a window does not cover the source pixels its region reads")
 
 
@@ -154,9 +165,14 @@ def _shards(sizes: np.ndarray, count: int) -> list[np.ndarray]:
     return [np.asarray(g, dtype=np.int64) for g in groups if g]
 
 
-def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray,
-                      rows: "AxisTable", cols: "AxisTable", threads: int = 1
-                      ) -> tuple[list[np.ndarray], np.ndarray] | None:  # fmt: skip
+def threshold_windows(
+    windows: list[np.ndarray],
+    origins: np.ndarray,
+    regions: np.ndarray,
+    rows: AxisTable,
+    cols: AxisTable,
+    threads: int = 1,
+) -> tuple[list[np.ndarray], np.ndarray] | None:
     """Masks and stability counts of many windows, or None when the kernel is unavailable.
 
     Args:
@@ -176,8 +192,10 @@ def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: n
     origins, regions = np.asarray(origins, dtype=np.int64), np.asarray(regions, dtype=np.int64)
     if n == 0:
         return [], np.zeros((0, 2), dtype=np.int64)
-    tables = [np.ascontiguousarray(a, dtype=np.int64 if i % 4 < 2 else np.float32)
-              for i, a in enumerate((rows.i0, rows.i1, rows.w0, rows.w1, cols.i0, cols.i1, cols.w0, cols.w1))]  # fmt: skip
+    tables = [
+        np.ascontiguousarray(a, dtype=np.int64 if i % 4 < 2 else np.float32)
+        for i, a in enumerate((rows.i0, rows.i1, rows.w0, rows.w1, cols.i0, cols.i1, cols.w0, cols.w1))
+    ]
     shapes = np.array([w.shape if w.ndim == 2 else (0, 0) for w in windows], dtype=np.int64)
     _check(windows, shapes, origins, regions, tables)
     geometry = np.empty((n, 8), dtype=np.int64)
@@ -193,8 +211,14 @@ def threshold_windows(windows: list[np.ndarray], origins: np.ndarray, regions: n
         geo = np.ascontiguousarray(geometry[idx])
         wp, mp = np.ascontiguousarray(window_ptrs[idx]), np.ascontiguousarray(mask_ptrs[idx])
         out = np.zeros((len(idx), 2), dtype=np.int64)
-        status = fn(len(idx), wp.ctypes.data, geo.ctypes.data, *(t.ctypes.data for t in tables),  # type: ignore[operator]
-                    mp.ctypes.data, out.ctypes.data)  # fmt: skip
+        status = fn(
+            len(idx),
+            wp.ctypes.data,
+            geo.ctypes.data,
+            *(t.ctypes.data for t in tables),  # type: ignore[operator]
+            mp.ctypes.data,
+            out.ctypes.data,
+        )
         return idx, out, status
 
     sizes = (regions[:, 1] - regions[:, 0]) * (regions[:, 3] - regions[:, 2])

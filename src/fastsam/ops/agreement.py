@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mask_iou_matrix", "best_match_iou"]
+__all__ = ["best_match_iou", "mask_iou_matrix"]
 
 
 def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

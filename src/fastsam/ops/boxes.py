@@ -7,7 +7,7 @@ from torch import Tensor
 
 from . import _native
 
-__all__ = ["xywh_to_xyxy", "box_iou", "nms_first_k", "snap_and_expand_full_boxes"]
+__all__ = ["box_iou", "nms_first_k", "snap_and_expand_full_boxes", "xywh_to_xyxy"]
 
 MAX_NMS_CANDIDATES = 30000  # the original sorts and keeps at most this many before NMS
 BORDER_SNAP = 20  # input pixels

@@ -8,11 +8,12 @@ from torch import Tensor
 
 from ..nn.model import HeadOutput
 
-__all__ = ["make_anchors", "dfl_expectation", "decode_predictions"]
+__all__ = ["decode_predictions", "dfl_expectation", "make_anchors"]
 
 
-def make_anchors(shapes: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:  # fmt: skip
+def make_anchors(
+    shapes: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """Anchor points at cell centres, in grid units of their level.
 
     Returns:

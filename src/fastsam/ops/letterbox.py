@@ -47,8 +47,9 @@ class Letterbox:
         return out
 
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int = 32, shape: tuple[int, int] | None = None
-              ) -> tuple[Tensor, Letterbox]:  # fmt: skip
+def letterbox(
+    image: np.ndarray, imgsz: int, stride: int = 32, shape: tuple[int, int] | None = None
+) -> tuple[Tensor, Letterbox]:
     """Resize keeping aspect ratio so the long side is ``imgsz``, pad to the next stride multiple.
 
     Same arithmetic as the original (ultralytics ``LetterBox(auto=True)``): scale

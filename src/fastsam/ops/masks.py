@@ -21,7 +21,7 @@ from torch import Tensor
 from . import _native
 from .letterbox import Letterbox
 
-__all__ = ["AxisTable", "bilinear_table", "MaskCrops", "assemble_retina", "assemble_input_frame"]
+__all__ = ["AxisTable", "MaskCrops", "assemble_input_frame", "assemble_retina", "bilinear_table"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class AxisTable:
     w0: np.ndarray
     w1: np.ndarray
 
-    def __getitem__(self, sl: slice | np.ndarray) -> "AxisTable":
+    def __getitem__(self, sl: slice | np.ndarray) -> AxisTable:
         return AxisTable(self.i0[sl], self.i1[sl], self.w0[sl], self.w1[sl])
 
 
@@ -78,8 +78,9 @@ def _interpolate_rows(src: np.ndarray, table: AxisTable, offset: int) -> np.ndar
     return out
 
 
-def _threshold_window(src: np.ndarray, origin: tuple[int, int], rows: AxisTable, cols: AxisTable
-                      ) -> tuple[np.ndarray, int, int]:  # fmt: skip
+def _threshold_window(
+    src: np.ndarray, origin: tuple[int, int], rows: AxisTable, cols: AxisTable
+) -> tuple[np.ndarray, int, int]:
     """Threshold the bilinear upsampling of the logits window ``src`` at the output pixels ``rows`` x ``cols``.
 
     ``src`` (sr, sc) holds the source logits from pixel ``origin`` (row, col) on, and covers every
@@ -102,8 +103,9 @@ def _threshold_window(src: np.ndarray, origin: tuple[int, int], rows: AxisTable,
 Job = tuple[int, tuple[int, int, int, int], "tuple[int, int, int, int] | None"]
 
 
-def _threshold_all(windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, row_table: AxisTable,
-                   col_table: AxisTable) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
+def _threshold_all(
+    windows: list[np.ndarray], origins: np.ndarray, regions: np.ndarray, row_table: AxisTable, col_table: AxisTable
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Every window's mask and (#>1, #>-1) counts: the C kernel on ``torch.get_num_threads()`` threads
     when it is built, else numpy (same results)."""
     native = _native.threshold_windows(windows, origins, regions, row_table, col_table, torch.get_num_threads())
@@ -116,8 +118,14 @@ def _threshold_all(windows: list[np.ndarray], origins: np.ndarray, regions: np.n
     return masks, counts
 
 
-def _run(jobs: list[Job], protos: Tensor, coefficients: Tensor, cut: tuple[slice, slice],
-         row_table: AxisTable, col_table: AxisTable) -> MaskCrops:  # fmt: skip
+def _run(
+    jobs: list[Job],
+    protos: Tensor,
+    coefficients: Tensor,
+    cut: tuple[slice, slice],
+    row_table: AxisTable,
+    col_table: AxisTable,
+) -> MaskCrops:
     """Evaluate every mask region. Logits = coefficients @ protos, as in the original, but computed
     only on the window of prototype pixels each region reads (about a tenth of the frame per mask).
 
@@ -150,8 +158,9 @@ def _run(jobs: list[Job], protos: Tensor, coefficients: Tensor, cut: tuple[slice
         origins.append((ia, ja))
     if todo:
         idx = np.asarray(todo)
-        masks, counts = _threshold_all(windows, np.asarray(origins, dtype=np.int64).reshape(-1, 2),
-                                       out.regions[idx], row_table, col_table)  # fmt: skip
+        masks, counts = _threshold_all(
+            windows, np.asarray(origins, dtype=np.int64).reshape(-1, 2), out.regions[idx], row_table, col_table
+        )
         for k, mask, (n_hi, n_lo) in zip(todo, masks, counts.tolist()):
             out.crops[k] = mask
             out.stability[k] = n_hi / n_lo if n_lo else 0.0
@@ -175,7 +184,7 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
         protos: (nm, mh, mw) prototypes. coefficients: (N, nm).
         boxes: (N, 4) xyxy in original pixels (already mapped from the input frame and clipped).
     """
-    nm, mh, mw = protos.shape
+    _nm, mh, mw = protos.shape
     h0, w0 = geom.orig_size
     gain = min(mh / h0, mw / w0)
     pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
@@ -202,7 +211,7 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
     Args:
         boxes_in: (N, 4) xyxy in input pixels.
     """
-    nm, mh, mw = protos.shape
+    _nm, mh, mw = protos.shape
     h_in, w_in = geom.input_size
     h0, w0 = geom.orig_size
     (rh, rw), (top, left) = geom.resized, geom.pad

@@ -46,22 +46,26 @@ from starlette.requests import ClientDisconnect
 from ..config import PredictConfig
 from ..errors import FastSAMError
 from .guard import Guard
-from .schemas import (
-    ApiError,
-    ImageResult,
-    Info,
-    PromptRequest,
-    PromptResult,
-    responses,
-    validation_message,
-)
+from .schemas import ApiError, ImageResult, Info, PromptRequest, PromptResult, responses, validation_message
 from .service import NO_CLIP_MESSAGE, Predictor, Service
 from .state import ImageEntry, ResultCache
 from .uploads import DEFAULT_MAX_PARTS, decode_image, multipart_file
 
-__all__ = ["create_app", "ApiError", "Predictor", "PromptRequest", "decode_image", "multipart_file",
-           "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_PROMPT_BYTES", "DEFAULT_MAX_PENDING",
-           "DEFAULT_MAX_PARTS", "NO_CLIP_MESSAGE", "RETRY_AFTER_S"]  # fmt: skip
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_PARTS",
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_PROMPT_BYTES",
+    "NO_CLIP_MESSAGE",
+    "RETRY_AFTER_S",
+    "ApiError",
+    "Predictor",
+    "PromptRequest",
+    "create_app",
+    "decode_image",
+    "multipart_file",
+]
 
 log = logging.getLogger("fastsam.serve")
 
@@ -81,8 +85,14 @@ PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; sc
 def _image_response(entry: ImageEntry, cached: bool, include_records: bool) -> Response:
     """The upload answer; the cached records JSON is spliced in, not re-serialised."""
     h, w = entry.size
-    head = {"id": entry.id, "width": w, "height": h, "count": len(entry.segments), "cached": cached,
-            "everything_ms": round(entry.everything_ms, 3)}  # fmt: skip
+    head = {
+        "id": entry.id,
+        "width": w,
+        "height": h,
+        "count": len(entry.segments),
+        "cached": cached,
+        "everything_ms": round(entry.everything_ms, 3),
+    }
     body = json.dumps(head, separators=(",", ":")).encode()
     if include_records:
         body = body[:-1] + b',"records":' + entry.records_json + b"}"
@@ -106,11 +116,19 @@ def _version() -> str:
     return __version__
 
 
-def create_app(predictor: Predictor, *, clip_scorer: Any = None, config: PredictConfig | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES, max_pending: int = DEFAULT_MAX_PENDING,
-               max_parts: int = DEFAULT_MAX_PARTS, cache_items: int = DEFAULT_CACHE_ITEMS,
-               cache_bytes: int = DEFAULT_CACHE_BYTES) -> FastAPI:  # fmt: skip
+def create_app(
+    predictor: Predictor,
+    *,
+    clip_scorer: Any = None,
+    config: PredictConfig | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_parts: int = DEFAULT_MAX_PARTS,
+    cache_items: int = DEFAULT_CACHE_ITEMS,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> FastAPI:
     """The web UI and HTTP API over one predictor.
 
     Args:
@@ -128,17 +146,34 @@ def create_app(predictor: Predictor, *, clip_scorer: Any = None, config: Predict
         max_parts: most parts in a multipart upload (400 above).
         cache_items, cache_bytes: bounds of the LRU of everything-mode results.
     """
-    limits = {"max_body_bytes": max_body_bytes, "max_pixels": max_pixels, "max_prompt_bytes": max_prompt_bytes,
-              "max_pending": max_pending, "max_parts": max_parts}  # fmt: skip
+    limits = {
+        "max_body_bytes": max_body_bytes,
+        "max_pixels": max_pixels,
+        "max_prompt_bytes": max_prompt_bytes,
+        "max_pending": max_pending,
+        "max_parts": max_parts,
+    }
     bad = [name for name, value in limits.items() if value < 1]
     if bad:
         raise FastSAMError(f"{', '.join(bad)} must be >= 1")
-    service = Service(predictor, clip_scorer, config or PredictConfig(), max_pixels,
-                      ResultCache(cache_items, cache_bytes), max_pending, max_parts)  # fmt: skip
+    service = Service(
+        predictor,
+        clip_scorer,
+        config or PredictConfig(),
+        max_pixels,
+        ResultCache(cache_items, cache_bytes),
+        max_pending,
+        max_parts,
+    )
     static = _static_files()
-    app = FastAPI(title="fastsam", version=_version(), docs_url=None, redoc_url=None,  # the docs UIs load from a CDN
-                  description="FastSAM everything mode and prompt selection. Coordinates are original-image "
-                              "pixels; errors are {\"error\": \"...\"}.")  # fmt: skip
+    app = FastAPI(
+        title="fastsam",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,  # the docs UIs load from a CDN
+        description="FastSAM everything mode and prompt selection. Coordinates are original-image "
+        'pixels; errors are {"error": "..."}.',
+    )
     app.state.service = service
 
     @app.exception_handler(HTTPException)
@@ -180,25 +215,48 @@ def create_app(predictor: Predictor, *, clip_scorer: Any = None, config: Predict
     @app.get("/api/info", response_model=Info, responses=responses(400, 413), summary="Server status and limits")
     async def info() -> dict[str, Any]:
         # async: answered on the event loop itself, so it stays quick however busy the thread pool is
-        return {"status": "ok", "text_prompts": service.scorer is not None, **limits,
-                "cached_images": len(service.cache), "cache_bytes": service.cache.nbytes}  # fmt: skip
+        return {
+            "status": "ok",
+            "text_prompts": service.scorer is not None,
+            **limits,
+            "cached_images": len(service.cache),
+            "cache_bytes": service.cache.nbytes,
+        }
 
-    upload_body = {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                           "properties": {"file": {"type": "string", "format": "binary"}}}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    }}}  # fmt: skip
+    upload_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
 
-    @app.post("/api/images", response_model=ImageResult, responses=responses(400, 413, 415, 422, 503),
-              openapi_extra=upload_body, summary="Upload an image: everything-mode records and the id for prompts")
+    @app.post(
+        "/api/images",
+        response_model=ImageResult,
+        responses=responses(400, 413, 415, 422, 503),
+        openapi_extra=upload_body,
+        summary="Upload an image: everything-mode records and the id for prompts",
+    )
     async def upload(request: Request, records: bool = True) -> Response:
         # The slot is taken before a byte of the body is read: bodies and decoded pixels in memory are
         # bounded by max_pending, not by the number of clients. Unread bodies wait in the kernel.
         if not service.slots.try_acquire():
-            raise ApiError(503, f"server busy: {max_pending} uploads are already being decoded or segmented "
-                                f"(this server's limit); retry in {RETRY_AFTER_S} s",
-                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+            raise ApiError(
+                503,
+                f"server busy: {max_pending} uploads are already being decoded or segmented "
+                f"(this server's limit); retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         try:
             payload = [await _read_body(request)]  # no local name: service.upload frees it once decoded
             entry, cached = await run_in_threadpool(service.upload, payload, request.headers.get("content-type", ""))
@@ -206,17 +264,29 @@ def create_app(predictor: Predictor, *, clip_scorer: Any = None, config: Predict
             service.slots.release()
         return _image_response(entry, cached, records)
 
-    @app.get("/api/images/{image_id}", response_model=ImageResult, responses=responses(400, 404, 413, 422),
-             summary="Everything-mode records of an uploaded image")  # fmt: skip
+    @app.get(
+        "/api/images/{image_id}",
+        response_model=ImageResult,
+        responses=responses(400, 404, 413, 422),
+        summary="Everything-mode records of an uploaded image",
+    )
     def get_image(image_id: str, records: bool = True) -> Response:
         return _image_response(service.entry(image_id), True, records)
 
-    prompt_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/PromptRequest"}}}}}  # fmt: skip
+    prompt_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PromptRequest"}}},
+        }
+    }
 
-    @app.post("/api/images/{image_id}/prompt", response_model=PromptResult,
-              responses=responses(400, 404, 413, 422, 501), openapi_extra=prompt_body,
-              summary="Select masks of an uploaded image by points, boxes and texts")  # fmt: skip
+    @app.post(
+        "/api/images/{image_id}/prompt",
+        response_model=PromptResult,
+        responses=responses(400, 404, 413, 422, 501),
+        openapi_extra=prompt_body,
+        summary="Select masks of an uploaded image by points, boxes and texts",
+    )
     async def prompt(image_id: str, request: Request) -> Response:
         # The body is read here and parsed in a worker thread (FastAPI would parse and validate it on
         # the event loop). The answer is serialised there too: re-validating hundreds of records
@@ -233,8 +303,9 @@ def create_app(predictor: Predictor, *, clip_scorer: Any = None, config: Predict
         # The prompt route reads its body itself, so FastAPI does not list PromptRequest: add it.
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
-            schema.setdefault("components", {}).setdefault("schemas", {})["PromptRequest"] = \
-                PromptRequest.model_json_schema(ref_template="#/components/schemas/{model}")  # fmt: skip
+            schema.setdefault("components", {}).setdefault("schemas", {})["PromptRequest"] = (
+                PromptRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from typing import Any
 
 from .schemas import ApiError
 
-__all__ = ["Guard", "BodyTooLarge", "send_json"]
+__all__ = ["BodyTooLarge", "Guard", "send_json"]
 
 
 class BodyTooLarge(ApiError):
@@ -26,9 +26,17 @@ class BodyTooLarge(ApiError):
 async def send_json(send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
     """A whole ``{"error": message}`` response that closes the connection (the body is not read)."""
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -85,8 +93,10 @@ class Guard:
         async def timed_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 ms = (time.perf_counter() - start) * 1000
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing",
-                                                                                   f"app;dur={ms:.3f}".encode())]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"server-timing", f"app;dur={ms:.3f}".encode())],
+                }
             await send(message)
 
         await self.app(scope, counted_receive, timed_send)

@@ -15,8 +15,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-__all__ = ["ApiError", "PromptRequest", "PromptResult", "ImageResult", "Info", "ErrorBody", "RLE", "responses",
-           "parse_prompt", "validation_message", "MAX_POINTS", "MAX_BOXES", "MAX_TEXTS", "NOT_AN_OBJECT"]  # fmt: skip
+__all__ = [
+    "MAX_BOXES",
+    "MAX_POINTS",
+    "MAX_TEXTS",
+    "NOT_AN_OBJECT",
+    "RLE",
+    "ApiError",
+    "ErrorBody",
+    "ImageResult",
+    "Info",
+    "PromptRequest",
+    "PromptResult",
+    "parse_prompt",
+    "responses",
+    "validation_message",
+]
 
 MAX_POINTS = 256
 MAX_BOXES = 64
@@ -37,17 +51,23 @@ class PromptRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     points: list[Annotated[list[Finite], Field(min_length=2, max_length=2)]] | None = Field(
-        None, max_length=MAX_POINTS, description="[[x, y], ...] in original pixels", examples=[[[320, 240]]])
+        None, max_length=MAX_POINTS, description="[[x, y], ...] in original pixels", examples=[[[320, 240]]]
+    )
     labels: list[Literal[0, 1]] | None = Field(
-        None, max_length=MAX_POINTS, description="one per point: 1 foreground, 0 background (default all 1)")
+        None, max_length=MAX_POINTS, description="one per point: 1 foreground, 0 background (default all 1)"
+    )
     boxes: list[Annotated[list[Finite], Field(min_length=4, max_length=4)]] | None = Field(
-        None, max_length=MAX_BOXES, description="[[x1, y1, x2, y2], ...] in original pixels; best mask per box")
+        None, max_length=MAX_BOXES, description="[[x1, y1, x2, y2], ...] in original pixels; best mask per box"
+    )
     texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
-        None, max_length=MAX_TEXTS, description="phrases ranked against the masks with CLIP")
+        None, max_length=MAX_TEXTS, description="phrases ranked against the masks with CLIP"
+    )
     point_mode: Literal["merge", "individual"] = Field(
-        "merge", description="merge: the original FastSAM rule; individual: every mask a point hits")
+        "merge", description="merge: the original FastSAM rule; individual: every mask a point hits"
+    )
     text_threshold: Finite | None = Field(
-        None, description="select every mask with CLIP similarity >= this (default: the best one per text)")
+        None, description="select every mask with CLIP similarity >= this (default: the best one per text)"
+    )
     include_records: bool = Field(True, description="include the selected records in the answer")
 
 
@@ -63,8 +83,9 @@ class RLE(BaseModel):
 class PromptResult(BaseModel):
     id: str
     indices: list[int] = Field(description="selected everything-mode indices (union over all prompts), sorted")
-    by_prompt: dict[str, Any] = Field(description="indices per prompt kind: points (list), boxes (one per box, "
-                                                  "-1 = none), texts (a list per text)")  # fmt: skip
+    by_prompt: dict[str, Any] = Field(
+        description="indices per prompt kind: points (list), boxes (one per box, -1 = none), texts (a list per text)"
+    )
     mask: RLE = Field(description="the combined selection (merged point mask, box and text masks) as COCO RLE")
     mask_area: int
     records: list[dict[str, Any]] | None = Field(None, description="records of `indices` (fastsam segment format)")
@@ -113,8 +134,13 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     for code in codes:
         out[code] = {"model": ErrorBody, "description": _WHY[code]}
         if code == 503:
-            out[code]["headers"] = {"Retry-After": {"required": True, "description": "seconds to wait",
-                                                    "schema": {"type": "integer", "minimum": 1}}}  # fmt: skip
+            out[code]["headers"] = {
+                "Retry-After": {
+                    "required": True,
+                    "description": "seconds to wait",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
     return out
 
 
@@ -162,8 +188,7 @@ def parse_prompt(body: bytes, content_type: str | None) -> PromptRequest:
     for name, limit in LIST_LIMITS.items():
         value = data.get(name)
         if isinstance(value, list) and len(value) > limit:
-            raise ApiError(422, f"invalid request: {name}: List should have at most {limit} items, "
-                                f"not {len(value)}")  # fmt: skip
+            raise ApiError(422, f"invalid request: {name}: List should have at most {limit} items, not {len(value)}")
     try:
         return PromptRequest.model_validate(data)
     except ValidationError as e:

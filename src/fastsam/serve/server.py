@@ -11,15 +11,9 @@ from typing import Any
 
 from ..config import PredictConfig
 from ..errors import FastSAMError
-from .app import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_PROMPT_BYTES,
-    create_app,
-)
+from .app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_PIXELS, DEFAULT_MAX_PROMPT_BYTES, create_app
 
-__all__ = ["run", "bind", "BackgroundServer", "load_scorer"]
+__all__ = ["BackgroundServer", "bind", "load_scorer", "run"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -53,11 +47,23 @@ def load_scorer(clip_weights: Path | None, clip_model: str | None, device: str) 
     return get_scorer(clip_weights, clip_model, device) if clip_model else get_scorer(clip_weights, device=device)
 
 
-def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
-        imgsz: int | None = None, conf: float = PredictConfig.conf, iou: float = PredictConfig.iou,
-        max_pixels: int = DEFAULT_MAX_PIXELS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES, max_pending: int = DEFAULT_MAX_PENDING,
-        clip_weights: Path | None = None, clip_model: str | None = None, backend: str | None = None) -> int:  # fmt: skip
+def run(
+    model: Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "cpu",
+    imgsz: int | None = None,
+    conf: float = PredictConfig.conf,
+    iou: float = PredictConfig.iou,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    clip_weights: Path | None = None,
+    clip_model: str | None = None,
+    backend: str | None = None,
+) -> int:
     """Load the model (default: the shipped demo model), bind, and serve until interrupted.
 
     ``imgsz`` None uses the size the model was trained at (recorded in its weight file), else 1024.
@@ -69,22 +75,36 @@ def run(model: Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
     from ..train.evaluate import default_imgsz
     from ..weights import default_model_path
 
-    for name, value in (("max_pixels", max_pixels), ("max_body_bytes", max_body_bytes),
-                        ("max_prompt_bytes", max_prompt_bytes), ("max_pending", max_pending)):
+    for name, value in (
+        ("max_pixels", max_pixels),
+        ("max_body_bytes", max_body_bytes),
+        ("max_prompt_bytes", max_prompt_bytes),
+        ("max_pending", max_pending),
+    ):
         if value < 1:
             raise FastSAMError(f"{name} must be >= 1, got {value}")
-    predictor = FastSAM(model if model is not None else default_model_path(), device=device, cache_size=0,
-                        backend=backend)  # fmt: skip
+    predictor = FastSAM(
+        model if model is not None else default_model_path(), device=device, cache_size=0, backend=backend
+    )
     config = PredictConfig(imgsz=default_imgsz(predictor) if imgsz is None else imgsz, conf=conf, iou=iou)
     scorer = load_scorer(clip_weights, clip_model, device)
-    app = create_app(predictor, clip_scorer=scorer, config=config, max_pixels=max_pixels,
-                     max_body_bytes=max_body_bytes, max_prompt_bytes=max_prompt_bytes,
-                     max_pending=max_pending)  # fmt: skip
+    app = create_app(
+        predictor,
+        clip_scorer=scorer,
+        config=config,
+        max_pixels=max_pixels,
+        max_body_bytes=max_body_bytes,
+        max_prompt_bytes=max_prompt_bytes,
+        max_pending=max_pending,
+    )
     sock = bind(host, port)  # before uvicorn, so a taken port is one clear error line
     shown = f"[{host}]" if ":" in host else host
-    print(f"fastsam: serving on http://{shown}:{sock.getsockname()[1]}/ (imgsz {config.imgsz}, "
-          f"text prompts {'on' if scorer is not None else 'off: no CLIP weights'}; Ctrl-C stops)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"fastsam: serving on http://{shown}:{sock.getsockname()[1]}/ (imgsz {config.imgsz}, "
+        f"text prompts {'on' if scorer is not None else 'off: no CLIP weights'}; Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])

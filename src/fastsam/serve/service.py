@@ -24,7 +24,7 @@ from .schemas import ApiError, PromptRequest, parse_prompt
 from .state import ImageEntry, ResultCache, image_id
 from .uploads import decode_image, multipart_file
 
-__all__ = ["Predictor", "Service", "Slots", "NO_CLIP_MESSAGE"]
+__all__ = ["NO_CLIP_MESSAGE", "Predictor", "Service", "Slots"]
 
 NO_CLIP_MESSAGE = "text prompts are unavailable: the server has no CLIP weights (start it with --clip-weights PATH)"
 
@@ -72,8 +72,16 @@ class Service:
     """The app's state: predictor (behind a lock), result cache, optional CLIP scorer (behind its own
     lock), and the upload slots."""
 
-    def __init__(self, predictor: Predictor, scorer: Any, config: PredictConfig, max_pixels: int,
-                 cache: ResultCache, max_pending: int, max_parts: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        predictor: Predictor,
+        scorer: Any,
+        config: PredictConfig,
+        max_pixels: int,
+        cache: ResultCache,
+        max_pending: int,
+        max_parts: int,
+    ) -> None:
         self.predictor, self.scorer, self.config = predictor, scorer, config
         self.max_pixels, self.cache, self.max_parts = max_pixels, cache, max_parts
         self.slots = Slots(max_pending)
@@ -114,8 +122,11 @@ class Service:
     def entry(self, key: str) -> ImageEntry:
         entry = self.cache.get(key)
         if entry is None:
-            raise ApiError(404, f"unknown image id {key[:64]!r}: upload the image first (results are kept for "
-                                "a limited number of images)")  # fmt: skip
+            raise ApiError(
+                404,
+                f"unknown image id {key[:64]!r}: upload the image first (results are kept for "
+                "a limited number of images)",
+            )
         return entry
 
     def prompt_body(self, key: str, body: bytes, content_type: str | None) -> dict[str, Any]:
@@ -161,8 +172,11 @@ class Service:
             raise ApiError(422, f"invalid prompt: {e}") from None
         indices = sorted(chosen)
         return {
-            "id": entry.id, "indices": indices, "by_prompt": by, "mask": _mask_rle(canvas),
+            "id": entry.id,
+            "indices": indices,
+            "by_prompt": by,
+            "mask": _mask_rle(canvas),
             "mask_area": int(np.count_nonzero(canvas)),
             "records": [entry.records[k] for k in indices] if req.include_records else None,
             "elapsed_ms": (time.perf_counter() - t) * 1000,
-        }  # fmt: skip
+        }

@@ -59,7 +59,7 @@ class ImageEntry:
         self.nbytes = int(self.rgb.nbytes) + crops + 2 * len(self.records_json)  # dicts cost ~ their JSON again
 
     @classmethod
-    def build(cls, key: str, rgb: np.ndarray, segments: Segments, everything_ms: float) -> "ImageEntry":
+    def build(cls, key: str, rgb: np.ndarray, segments: Segments, everything_ms: float) -> ImageEntry:
         records = segments.to_records()  # also fills segments.areas, which every point prompt reads
         return cls(key, rgb, segments, records, json.dumps(records, separators=(",", ":")).encode(), everything_ms)
 

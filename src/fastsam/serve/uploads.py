@@ -21,7 +21,7 @@ import numpy as np
 
 from .schemas import ApiError
 
-__all__ = ["decode_image", "multipart_file", "IMAGE_FORMATS", "DEFAULT_MAX_PARTS", "MAX_PART_HEADER_BYTES"]
+__all__ = ["DEFAULT_MAX_PARTS", "IMAGE_FORMATS", "MAX_PART_HEADER_BYTES", "decode_image", "multipart_file"]
 
 log = logging.getLogger("fastsam.serve")
 
@@ -85,23 +85,33 @@ class _Parts:
         self.fallback: bytes | None = None
 
     def callbacks(self) -> dict[str, Any]:
-        return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
-                "on_header_value": self.header_value, "on_header_end": self.header_end,
-                "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
-                "on_part_end": self.part_end}  # fmt: skip
+        return {
+            "on_part_begin": self.part_begin,
+            "on_header_field": self.header_field,
+            "on_header_value": self.header_value,
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
+        }
 
     def part_begin(self) -> None:
         self.count += 1
         if self.count > self.max_parts:
-            raise ApiError(400, f"multipart upload has more than {self.max_parts} parts (this server's limit): "
-                                "send the image as field 'file'")  # fmt: skip
+            raise ApiError(
+                400,
+                f"multipart upload has more than {self.max_parts} parts (this server's limit): "
+                "send the image as field 'file'",
+            )
         self.headers, self.header_bytes, self.chunks = {}, 0, None
 
     def _count(self, n: int) -> None:
         self.header_bytes += n
         if self.header_bytes > MAX_PART_HEADER_BYTES:
-            raise ApiError(400, f"multipart part {self.count} has over {MAX_PART_HEADER_BYTES} bytes of headers "
-                                "(this server's limit)")  # fmt: skip
+            raise ApiError(
+                400,
+                f"multipart part {self.count} has over {MAX_PART_HEADER_BYTES} bytes of headers (this server's limit)",
+            )
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
         self._count(end - start)
@@ -153,11 +163,7 @@ def multipart_file(body: bytes, content_type: str, max_parts: int = DEFAULT_MAX_
     """Bytes of the file part of a ``multipart/form-data`` body (field ``file`` or ``image``, else the
     first part with a filename). Parsed in memory: nothing the client names is written anywhere.
     More than ``max_parts`` parts is a 400, refused when the parser reaches the extra part."""
-    from python_multipart.multipart import (
-        MultipartParseError,
-        MultipartParser,
-        parse_options_header,
-    )
+    from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["bbox_ciou", "AssignResult", "TaskAlignedAssigner"]
+__all__ = ["AssignResult", "TaskAlignedAssigner", "bbox_ciou"]
 
 EPS = 1e-9
 
@@ -73,8 +73,15 @@ class TaskAlignedAssigner:
         self.topk, self.num_classes, self.alpha, self.beta = topk, num_classes, alpha, beta
 
     @torch.no_grad()
-    def __call__(self, pred_scores: Tensor, pred_boxes: Tensor, anchors: Tensor, gt_labels: Tensor,
-                 gt_boxes: Tensor, gt_valid: Tensor) -> AssignResult:  # fmt: skip
+    def __call__(
+        self,
+        pred_scores: Tensor,
+        pred_boxes: Tensor,
+        anchors: Tensor,
+        gt_labels: Tensor,
+        gt_boxes: Tensor,
+        gt_valid: Tensor,
+    ) -> AssignResult:
         """
         Args:
             pred_scores: (B, A, C) predicted class probabilities (after sigmoid).
@@ -89,9 +96,11 @@ class TaskAlignedAssigner:
         device = pred_scores.device
         if m == 0:
             return AssignResult(
-                torch.zeros(b, a, dtype=torch.bool, device=device), torch.zeros(b, a, dtype=torch.long, device=device),
-                torch.zeros(b, a, 4, device=device), torch.zeros(b, a, c, device=device),
-            )  # fmt: skip
+                torch.zeros(b, a, dtype=torch.bool, device=device),
+                torch.zeros(b, a, dtype=torch.long, device=device),
+                torch.zeros(b, a, 4, device=device),
+                torch.zeros(b, a, c, device=device),
+            )
         # Anchor centre strictly inside the box (distance to every side > EPS): (B, M, A).
         lt = anchors.view(1, 1, a, 2) - gt_boxes[..., None, :2]
         rb = gt_boxes[..., None, 2:] - anchors.view(1, 1, a, 2)

@@ -26,22 +26,22 @@ import numpy as np
 
 from ..errors import FastSAMError
 from ..ops.letterbox import PAD_VALUE
-from .maskbits import is_affine, resize_bits, warp_bits, pack_masks, unpack_masks
+from .maskbits import is_affine, pack_masks, resize_bits, unpack_masks, warp_bits
 
 __all__ = [
     "AugmentConfig",
-    "pack_masks",
-    "unpack_masks",
-    "letterbox_square",
-    "mosaic4",
+    "Layer",
     "affine_matrix",
-    "random_affine",
     "augment_hsv",
     "flip_lr",
     "flip_ud",
-    "Layer",
     "letterbox_layers",
+    "letterbox_square",
+    "mosaic4",
     "mosaic_layers",
+    "pack_masks",
+    "random_affine",
+    "unpack_masks",
     "warp_image",
 ]
 
@@ -161,8 +161,9 @@ def _fit_layer(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray | None, s
     return img, Layer(resize_bits(pack_masks(masks, boxes), hw), len(masks), (0, 0))
 
 
-def letterbox_layers(image: np.ndarray, masks: np.ndarray, size: int,
-                     boxes: np.ndarray | None = None) -> tuple[np.ndarray, list[Layer]]:  # fmt: skip
+def letterbox_layers(
+    image: np.ndarray, masks: np.ndarray, size: int, boxes: np.ndarray | None = None
+) -> tuple[np.ndarray, list[Layer]]:
     """:func:`letterbox_square` with the masks left as one :class:`Layer` (see there)."""
     _check_pair(image, masks)
     img, layer = _fit_layer(image, masks, boxes, size)
@@ -199,8 +200,9 @@ def _item_parts(item: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return image, masks, None
 
 
-def mosaic_layers(rng: np.random.Generator, items: Sequence[Any], size: int,
-                  centre: tuple[int, int] | None = None) -> tuple[np.ndarray, list[Layer]]:  # fmt: skip
+def mosaic_layers(
+    rng: np.random.Generator, items: Sequence[Any], size: int, centre: tuple[int, int] | None = None
+) -> tuple[np.ndarray, list[Layer]]:
     """:func:`mosaic4` with the masks left as :class:`Layer` objects (see there)."""
     if len(items) != 4:
         raise FastSAMError(f"a mosaic needs 4 images, got {len(items)}")
@@ -232,8 +234,9 @@ def mosaic_layers(rng: np.random.Generator, items: Sequence[Any], size: int,
     return canvas, layers
 
 
-def mosaic4(rng: np.random.Generator, items: Sequence[Any], size: int,
-            centre: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def mosaic4(
+    rng: np.random.Generator, items: Sequence[Any], size: int, centre: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Four images on a (2 size) x (2 size) gray (114) canvas, meeting at a random centre.
 
     Each item (``(image, masks)`` or a :class:`~fastsam.data.datasets.Sample`) is first resized so its
@@ -252,8 +255,9 @@ def mosaic4(rng: np.random.Generator, items: Sequence[Any], size: int,
     return canvas, _materialise(layers, canvas.shape[:2])
 
 
-def affine_matrix(rng: np.random.Generator, cfg: AugmentConfig, in_size: tuple[int, int],
-                  out_size: tuple[int, int]) -> np.ndarray:  # fmt: skip
+def affine_matrix(
+    rng: np.random.Generator, cfg: AugmentConfig, in_size: tuple[int, int], out_size: tuple[int, int]
+) -> np.ndarray:
     """Random 3x3 map from input to output pixel coordinates (YOLOv8's ``random_perspective`` recipe).
 
     The input centre goes to the origin, then perspective, rotation + scale, shear, and finally a
@@ -291,12 +295,19 @@ def _check_border(in_hw: tuple[int, int], out_size: int, border: int | None) -> 
     if in_hw[0] != in_hw[1]:
         raise FastSAMError(f"random_affine expects a square image, got {in_hw[0]}x{in_hw[1]}")
     if border is not None and in_hw[0] + 2 * border != out_size:
-        raise FastSAMError(f"border {border} does not turn a {in_hw[0]} px image into {out_size} px "
-                           f"(out_size = input + 2 * border)")  # fmt: skip
+        raise FastSAMError(
+            f"border {border} does not turn a {in_hw[0]} px image into {out_size} px (out_size = input + 2 * border)"
+        )
 
 
-def random_affine(rng: np.random.Generator, image: np.ndarray, masks: np.ndarray, cfg: AugmentConfig,
-                  out_size: int, border: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def random_affine(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    masks: np.ndarray,
+    cfg: AugmentConfig,
+    out_size: int,
+    border: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Random rotation / scale / shear / translation / perspective (:func:`affine_matrix`), warping
     the square input onto an ``out_size`` square: the image bilinearly with gray (114) fill, the
     masks nearest-neighbour (nothing outside).

@@ -31,8 +31,13 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def provenance_of(config: dict[str, Any], epochs: int, images: int | None, metrics: list[dict]) -> dict[str, Any]:
     """What a weight file exported from a run records about it (``config``: the run's TrainConfig as a dict)."""
-    out: dict[str, Any] = {"trained_by": "fastsam train", "imgsz": config["imgsz"], "epochs": epochs,
-                           "data": str(config["data"]), "seed": config["seed"]}  # fmt: skip
+    out: dict[str, Any] = {
+        "trained_by": "fastsam train",
+        "imgsz": config["imgsz"],
+        "epochs": epochs,
+        "data": str(config["data"]),
+        "seed": config["seed"],
+    }
     if images is not None:
         out["images"] = images
     if metrics:
@@ -53,8 +58,9 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def export_checkpoint(path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None,
-                      predict_imgsz: int | None = None) -> Path:  # fmt: skip
+def export_checkpoint(
+    path: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None, predict_imgsz: int | None = None
+) -> Path:
     """Write the weights of a training checkpoint (its EMA when it has one) in fastsam's safetensors format,
     e.g. to ship a model from a run that was stopped early. ``predict_imgsz`` records a default inference
     size other than the training size (e.g. larger, for small objects)."""

@@ -26,9 +26,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,13 +40,24 @@ from ..data.synth import PALETTE, SHAPES, render_scene
 from ..errors import FastSAMError
 from ..io.atomic import atomic_path
 from ..results import Segments
-from ..text import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, mask_crops, normalise_crops, resize_crops  # fmt: skip
+from ..text import CLIP_FORMAT, CLIP_MEAN, CLIP_STD, mask_crops, normalise_crops, resize_crops
 from .text_eval import TextAccuracy, gt_segments, text_accuracy
 
 __all__ = [
-    "COLORS", "DEMO_CONFIG", "CropSet", "TextAccuracy", "build_clip", "caption", "gt_segments", "make_crops",
-    "save_clip", "scenes", "text_accuracy", "train", "main",
-]  # fmt: skip
+    "COLORS",
+    "DEMO_CONFIG",
+    "CropSet",
+    "TextAccuracy",
+    "build_clip",
+    "caption",
+    "gt_segments",
+    "main",
+    "make_crops",
+    "save_clip",
+    "scenes",
+    "text_accuracy",
+    "train",
+]
 
 log = logging.getLogger("fastsam.train.clip_demo")
 
@@ -77,11 +89,17 @@ def build_clip(config: dict[str, Any] = DEMO_CONFIG) -> Any:
     """A randomly initialised ``open_clip.model.CLIP`` of ``config`` (see :data:`DEMO_CONFIG`)."""
     from open_clip.model import CLIP
 
-    return CLIP(config["embed_dim"], dict(config["vision_cfg"]), dict(config["text_cfg"]),
-                quick_gelu=bool(config.get("quick_gelu", False)))  # fmt: skip
+    return CLIP(
+        config["embed_dim"],
+        dict(config["vision_cfg"]),
+        dict(config["text_cfg"]),
+        quick_gelu=bool(config.get("quick_gelu", False)),
+    )
 
 
-def scenes(seed: int, n: int, size: tuple[int, int] = (480, 640), start: int = 0) -> Iterator[tuple[np.ndarray, list[dict]]]:
+def scenes(
+    seed: int, n: int, size: tuple[int, int] = (480, 640), start: int = 0
+) -> Iterator[tuple[np.ndarray, list[dict]]]:
     """Scenes ``render_scene(np.random.default_rng([seed, i]), size)`` for i in [start, start + n):
     (H, W, 3) uint8 RGB image and synth annotations (visible masks as COCO RLE)."""
     for i in range(start, start + n):
@@ -124,8 +142,16 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def make_crops(seed: int, n_scenes: int, image_size: int = 48, *, min_area: int = 64, jpeg_p: float = 0.5,
-               mask_p: float = 0.3, size: tuple[int, int] = (480, 640)) -> CropSet:  # fmt: skip
+def make_crops(
+    seed: int,
+    n_scenes: int,
+    image_size: int = 48,
+    *,
+    min_area: int = 64,
+    jpeg_p: float = 0.5,
+    mask_p: float = 0.3,
+    size: tuple[int, int] = (480, 640),
+) -> CropSet:
     """Crops of every object with visible area >= ``min_area`` px in scenes i = 0..n_scenes-1 of ``seed``.
 
     Each crop is ``resize_crops(mask_crops(gt_segments(...), image, [k]), (S, S))``, the inference path,
@@ -213,15 +239,26 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def train(model: Any, data: CropSet, cfg: TrainConfig, seed: int = 0, mean: Sequence[float] = CLIP_MEAN,
-          std: Sequence[float] = CLIP_STD, on_log: Callable[[str], None] | None = None) -> list[float]:  # fmt: skip
+def train(
+    model: Any,
+    data: CropSet,
+    cfg: TrainConfig,
+    seed: int = 0,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    on_log: Callable[[str], None] | None = None,
+) -> list[float]:
     """Train ``model`` (an open_clip CLIP) in place on ``data``; returns the loss of every step."""
     gen = torch.Generator().manual_seed(seed)
     texts = _tokenise(int(model.context_length))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)  # fmt: skip
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -249,7 +286,8 @@ def train(model: Any, data: CropSet, cfg: TrainConfig, seed: int = 0, mean: Sequ
         scale = model.logit_scale.exp()
         t_full, t_shape, t_color = txt.split([n_cls, len(SHAPES), len(COLORS)])
         loss = _two_way(img, t_full, label[idx], scale) + cfg.part_weight * (
-            _two_way(img, t_shape, shape[idx], scale) + _two_way(img, t_color, color[idx], scale))
+            _two_way(img, t_shape, shape[idx], scale) + _two_way(img, t_color, color[idx], scale)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -258,24 +296,36 @@ def train(model: Any, data: CropSet, cfg: TrainConfig, seed: int = 0, mean: Sequ
         losses.append(float(loss.detach()))
         if on_log and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             recent = losses[-cfg.log_every :]
-            on_log(f"step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr {lr_at(step):.2e} "
-                   f"scale {float(scale.detach()):.1f} {time.time() - t0:.0f}s")  # fmt: skip
+            on_log(
+                f"step {step + 1}/{cfg.steps} loss {sum(recent) / len(recent):.4f} lr {lr_at(step):.2e} "
+                f"scale {float(scale.detach()):.1f} {time.time() - t0:.0f}s"
+            )
     model.eval()
     return losses
 
 
-def save_clip(model: Any, config: dict[str, Any], path: str | os.PathLike, provenance: dict[str, Any] | None = None,
-              dtype: torch.dtype = torch.float16) -> Path:  # fmt: skip
+def save_clip(
+    model: Any,
+    config: dict[str, Any],
+    path: str | os.PathLike,
+    provenance: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
     """Write ``model``'s state dict as ``dtype`` safetensors with metadata ``{"format": "fastsam-clip",
     "config": <config JSON>, "provenance": <JSON>}``, which :class:`fastsam.text.ClipScorer` reads."""
     from safetensors.torch import save_file
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}  # fmt: skip
-    meta = {"format": CLIP_FORMAT, "config": json.dumps(config, sort_keys=True),
-            "provenance": json.dumps(provenance or {}, sort_keys=True, default=str)}  # fmt: skip
+    state = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    meta = {
+        "format": CLIP_FORMAT,
+        "config": json.dumps(config, sort_keys=True),
+        "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
+    }
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=meta)
         os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is meant to be shipped and shared
@@ -314,17 +364,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr)
     train(model, data, tc, seed=args.seed, mean=cfg["mean"], std=cfg["std"], on_log=log.info)
     wall = time.time() - t0
-    provenance = {"trainer": "fastsam.train.clip_demo", "seed": args.seed, "scenes": args.scenes,
-                  "crops": len(data.images), "steps": args.steps, "batch": args.batch, "lr": args.lr,
-                  "threads": args.threads, "wall_s": round(wall), "torch": torch.__version__}  # fmt: skip
+    provenance = {
+        "trainer": "fastsam.train.clip_demo",
+        "seed": args.seed,
+        "scenes": args.scenes,
+        "crops": len(data.images),
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "threads": args.threads,
+        "wall_s": round(wall),
+        "torch": torch.__version__,
+    }
     path = save_clip(model, cfg, args.out, provenance)
     log.info("wrote %s (%.2f MB) after %.0fs", path, path.stat().st_size / 1e6, wall)
     if args.eval_scenes > 0:
         from ..text import ClipScorer
 
         res = text_accuracy(ClipScorer(path), scenes(args.eval_seed, args.eval_scenes))
-        log.info("held-out accuracy (seed %d, %d scenes, GT candidates): %d/%d = %.4f", args.eval_seed,
-                 args.eval_scenes, res.correct, res.total, res.accuracy)  # fmt: skip
+        log.info(
+            "held-out accuracy (seed %d, %d scenes, GT candidates): %d/%d = %.4f",
+            args.eval_seed,
+            args.eval_scenes,
+            res.correct,
+            res.total,
+            res.accuracy,
+        )
     return 0
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import FastSAMError
 
-__all__ = ["TrainConfig", "DEFAULT_REG_MAX"]
+__all__ = ["DEFAULT_REG_MAX", "TrainConfig"]
 
 #: FastSAM-x was trained with 26 DFL bins; the other scales keep YOLOv8's 16.
 DEFAULT_REG_MAX = {"x": 26}

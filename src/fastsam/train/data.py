@@ -59,8 +59,13 @@ class TrainBatch:
 
     def to(self, device: Any) -> TrainBatch:
         """The same batch with every tensor on ``device``."""
-        return TrainBatch(self.images.to(device), self.boxes.to(device), self.batch_idx.to(device),
-                          self.masks.to(device), list(self.names))  # fmt: skip
+        return TrainBatch(
+            self.images.to(device),
+            self.boxes.to(device),
+            self.batch_idx.to(device),
+            self.masks.to(device),
+            list(self.names),
+        )
 
 
 def collate(items: list[dict]) -> TrainBatch:
@@ -97,7 +102,7 @@ def _cell_counts(bits: np.ndarray, k: int) -> np.ndarray:
 
 def _occupied(bits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(C, H, W) bit planes -> (k, H) and (k, W) bool: rows / columns each instance touches."""
-    c, h, w = bits.shape
+    c, _h, _w = bits.shape
     x = np.bitwise_or.reduce(np.ascontiguousarray(bits).view(np.uint64), axis=2)  # (C, H): 8 columns at once
     for shift in (32, 16, 8):  # fold the 8 bytes (columns) of each uint64 into its low byte
         x |= x >> np.uint64(shift)
@@ -128,7 +133,7 @@ def instance_targets(bits: np.ndarray, k: int, min_area: int) -> tuple[np.ndarra
         keep (k,) bool, boxes (n, 4) float32 tight xyxy (exclusive ends) and counts (n, H/4, W/4)
         uint8 (set pixels per 4x4 cell, 0..16) of the n kept instances, in order.
     """
-    _, h, w = bits.shape
+    _, _h, _w = bits.shape
     counts = _cell_counts(bits, k)
     keep = counts.sum((1, 2), dtype=np.int64) >= max(int(min_area), 1)
     boxes = np.zeros((int(keep.sum()), 4), np.float32)

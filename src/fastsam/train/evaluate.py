@@ -60,8 +60,11 @@ _AREAS = ("small", "medium", "large")
 
 
 def _keys(kind: str) -> list[str]:
-    return ([f"{kind}_AP", f"{kind}_AP50", f"{kind}_AP75"] + [f"{kind}_AR@{m}" for m in MAX_DETS]
-            + [f"{kind}_AR_{a}@{MAX_DETS[-1]}" for a in _AREAS])  # fmt: skip
+    return (
+        [f"{kind}_AP", f"{kind}_AP50", f"{kind}_AP75"]
+        + [f"{kind}_AR@{m}" for m in MAX_DETS]
+        + [f"{kind}_AR_{a}@{MAX_DETS[-1]}" for a in _AREAS]
+    )
 
 
 METRIC_KEYS: tuple[str, ...] = tuple(_keys("mask") + _keys("box"))
@@ -107,8 +110,9 @@ def _predictions(item: Any, size: tuple[int, int], index: int) -> tuple[list[dic
     """``Segments``, ``(boxes, scores, masks)`` or a mapping with those keys -> (RLEs, xywh boxes, areas, scores)."""
     if isinstance(item, Segments):
         if tuple(item.image_size) != tuple(size):
-            raise FastSAMError(f"image {index}: predictions are for size {tuple(item.image_size)}, "
-                               f"ground truth is {tuple(size)}")  # fmt: skip
+            raise FastSAMError(
+                f"image {index}: predictions are for size {tuple(item.image_size)}, ground truth is {tuple(size)}"
+            )
         # our RLE is built from the mask crops (byte-identical to pycocotools'), no dense (N, H, W) array
         return item.to_rle(), _xyxy_to_xywh(item.boxes), item.areas.astype(np.int64), item.scores.astype(np.float64)
     if isinstance(item, Mapping):
@@ -122,12 +126,14 @@ def _predictions(item: Any, size: tuple[int, int], index: int) -> tuple[list[dic
     masks = masks.astype(bool).reshape(-1, *size) if masks.size == 0 else masks.astype(bool)
     scores = scores.astype(np.float64).reshape(-1)
     if masks.ndim != 3 or masks.shape[1:] != tuple(size):
-        raise FastSAMError(f"predictions of image {index}: masks of shape {masks.shape}, expected (N, {size[0]}, "
-                           f"{size[1]})")  # fmt: skip
+        raise FastSAMError(
+            f"predictions of image {index}: masks of shape {masks.shape}, expected (N, {size[0]}, {size[1]})"
+        )
     n = masks.shape[0]
     if scores.shape != (n,) or boxes.size != 4 * n:
-        raise FastSAMError(f"predictions of image {index}: {n} masks but {scores.size} scores and boxes of shape "
-                           f"{boxes.shape}")  # fmt: skip
+        raise FastSAMError(
+            f"predictions of image {index}: {n} masks but {scores.size} scores and boxes of shape {boxes.shape}"
+        )
     return _encode_dense(masks), _xyxy_to_xywh(boxes), masks.sum(axis=(1, 2), dtype=np.int64), scores
 
 
@@ -163,11 +169,29 @@ class CocoAccumulator:
         image_id = index + 1  # pycocotools treats id 0 as "unmatched": every id starts at 1
         self._images.append({"id": image_id, "height": size[0], "width": size[1]})
         for rle, box, area in zip(g_rle, g_box.tolist(), g_area.tolist()):
-            self._gt.append({"id": len(self._gt) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                             "bbox": box, "area": area, "iscrowd": 0})  # fmt: skip
+            self._gt.append(
+                {
+                    "id": len(self._gt) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": 0,
+                }
+            )
         for rle, box, area, score in zip(d_rle, d_box.tolist(), d_area.tolist(), d_score.tolist()):
-            self._dt.append({"id": len(self._dt) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                             "bbox": box, "area": area, "score": score})  # fmt: skip
+            self._dt.append(
+                {
+                    "id": len(self._dt) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "bbox": box,
+                    "area": area,
+                    "score": score,
+                }
+            )
 
     def compute(self) -> dict[str, float]:
         """The metrics of :data:`METRIC_KEYS` (see the module docstring)."""
@@ -274,9 +298,17 @@ def _progress(items: Iterable, enabled: bool, total: int):
     return tqdm(items, total=total, desc="val", unit="img", file=sys.stderr)
 
 
-def evaluate(predictor: Any, dataset: Sequence[Any], *, imgsz: int | None = None, conf: float = 0.001,
-             iou: float = 0.7, max_det: int = 1000, limit: int | None = None, progress: bool = True
-             ) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    predictor: Any,
+    dataset: Sequence[Any],
+    *,
+    imgsz: int | None = None,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    max_det: int = 1000,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Everything mode over ``dataset`` (e.g. a :mod:`fastsam.data.datasets` reader), scored by
     :func:`coco_metrics`.
 
@@ -286,8 +318,13 @@ def evaluate(predictor: Any, dataset: Sequence[Any], *, imgsz: int | None = None
     are in ``dataset.problems``). Returns the metrics plus ``images`` (evaluated), ``instances``
     (ground truth), ``detections`` and ``seconds`` (wall time, inference and scoring).
     """
-    cfg = PredictConfig(imgsz=default_imgsz(predictor) if imgsz is None else imgsz, conf=conf, iou=iou,
-                        retina_masks=True, max_det=max_det)  # fmt: skip
+    cfg = PredictConfig(
+        imgsz=default_imgsz(predictor) if imgsz is None else imgsz,
+        conf=conf,
+        iou=iou,
+        retina_masks=True,
+        max_det=max_det,
+    )
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise FastSAMError(f"limit must be an integer >= 1, got {limit!r}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -306,8 +343,12 @@ def evaluate(predictor: Any, dataset: Sequence[Any], *, imgsz: int | None = None
     if acc.images == 0:
         raise FastSAMError("no readable image in the dataset")
     metrics: dict[str, Any] = dict(acc.compute())
-    metrics.update(images=acc.images, instances=acc.instances, detections=acc.detections,
-                   seconds=round(time.perf_counter() - start, 3))  # fmt: skip
+    metrics.update(
+        images=acc.images,
+        instances=acc.instances,
+        detections=acc.detections,
+        seconds=round(time.perf_counter() - start, 3),
+    )
     return metrics
 
 

@@ -26,7 +26,7 @@ from ..nn.model import HeadOutput
 from ..ops.decode import make_anchors
 from .assign import TaskAlignedAssigner, bbox_ciou
 
-__all__ = ["LossGains", "LossOutput", "SegmentationLoss", "dfl_loss", "crop_sum"]
+__all__ = ["LossGains", "LossOutput", "SegmentationLoss", "crop_sum", "dfl_loss"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def dfl_loss(logits: Tensor, target: Tensor) -> Tensor:
 def crop_sum(values: Tensor, boxes: Tensor) -> Tensor:
     """Sum of (N, H, W) ``values`` over the cells of each (N, 4) xyxy box (cell frame: column c covers
     [c, c + 1), a cell counts when its index satisfies x1 <= c < x2 and y1 <= r < y2)."""
-    n, h, w = values.shape
+    _n, h, w = values.shape
     cols = torch.arange(w, device=values.device, dtype=boxes.dtype)
     rows = torch.arange(h, device=values.device, dtype=boxes.dtype)
     in_cols = ((cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])).to(values.dtype)  # (N, W)
@@ -82,13 +82,22 @@ class SegmentationLoss:
         reg_max: DFL bins of the model; num_classes: classes (1 for FastSAM); strides: level strides.
     """
 
-    def __init__(self, reg_max: int, num_classes: int = 1, strides: tuple[int, ...] = (8, 16, 32),
-                 gains: LossGains = LossGains(), topk: int = 10, alpha: float = 0.5, beta: float = 6.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        reg_max: int,
+        num_classes: int = 1,
+        strides: tuple[int, ...] = (8, 16, 32),
+        gains: LossGains = LossGains(),
+        topk: int = 10,
+        alpha: float = 0.5,
+        beta: float = 6.0,
+    ) -> None:
         self.reg_max, self.num_classes, self.strides, self.gains = reg_max, num_classes, strides, gains
         self.assigner = TaskAlignedAssigner(topk=topk, num_classes=num_classes, alpha=alpha, beta=beta)
 
-    def __call__(self, out: HeadOutput, boxes: Tensor, batch_idx: Tensor, masks: Tensor,
-                 labels: Tensor | None = None) -> LossOutput:  # fmt: skip
+    def __call__(
+        self, out: HeadOutput, boxes: Tensor, batch_idx: Tensor, masks: Tensor, labels: Tensor | None = None
+    ) -> LossOutput:
         """
         Args:
             out: raw network outputs for B images of size (S, S).
@@ -113,9 +122,13 @@ class SegmentationLoss:
 
         gt_boxes, gt_labels, gt_valid, gt_rows = self._pad_targets(boxes, batch_idx, labels, b)
         assigned = self.assigner(
-            cls_logits.detach().sigmoid().float(), (pred_boxes.detach() * stride).to(gt_boxes.dtype),
-            anchors * stride, gt_labels, gt_boxes, gt_valid,
-        )  # fmt: skip
+            cls_logits.detach().sigmoid().float(),
+            (pred_boxes.detach() * stride).to(gt_boxes.dtype),
+            anchors * stride,
+            gt_labels,
+            gt_boxes,
+            gt_valid,
+        )
         fg = assigned.fg_mask
         score_sum = assigned.scores.sum().clamp(min=1.0)
 
@@ -138,8 +151,9 @@ class SegmentationLoss:
         return LossOutput(total=items.sum() * b, items=items.detach())
 
     @staticmethod
-    def _pad_targets(boxes: Tensor, batch_idx: Tensor, labels: Tensor | None, b: int
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def _pad_targets(
+        boxes: Tensor, batch_idx: Tensor, labels: Tensor | None, b: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Ragged targets -> per-image slots: boxes (B, M, 4), labels (B, M), valid (B, M) and
         ``rows`` (B, M): the row of each slot in the ragged (N, ...) inputs (-1 for padding)."""
         device = boxes.device
@@ -161,8 +175,16 @@ class SegmentationLoss:
             rows[img, slot] = order
         return out_boxes, out_labels, valid, rows
 
-    def _mask_loss(self, protos: Tensor, coef: Tensor, fg: Tensor, gt_index: Tensor, gt_rows: Tensor,
-                   target_boxes: Tensor, masks: Tensor) -> Tensor:  # fmt: skip
+    def _mask_loss(
+        self,
+        protos: Tensor,
+        coef: Tensor,
+        fg: Tensor,
+        gt_index: Tensor,
+        gt_rows: Tensor,
+        target_boxes: Tensor,
+        masks: Tensor,
+    ) -> Tensor:
         """Mean over assigned anchors of BCE(coef @ protos, instance mask) summed in the box / box area.
 
         Boxes are in input pixels; the prototype frame is the input frame divided by 4 (mask ratio)."""

@@ -6,8 +6,9 @@ detector's masks as the candidates.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +50,15 @@ def _targets(anns: Sequence[dict], min_area: int) -> list[int]:
     return [k for k, a in enumerate(anns) if counts[a["caption"]] == 1 and a["area"] >= min_area]
 
 
-def text_accuracy(scorer: TextScorer, scenes: Iterable[tuple[np.ndarray, list[dict]]],
-                  candidates: Any = "gt", *, min_area: int = 400, iou: float = 0.5,
-                  predict_config: Any = None) -> TextAccuracy:  # fmt: skip
+def text_accuracy(
+    scorer: TextScorer,
+    scenes: Iterable[tuple[np.ndarray, list[dict]]],
+    candidates: Any = "gt",
+    *,
+    min_area: int = 400,
+    iou: float = 0.5,
+    predict_config: Any = None,
+) -> TextAccuracy:
     """How often the prompt "a <colour> <shape>" selects the right object (via :func:`select_by_text`).
 
     Targets: objects whose caption is unique in their scene and whose visible area is >= ``min_area``

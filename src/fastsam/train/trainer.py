@@ -26,10 +26,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,18 +41,21 @@ from ..devices import resolve_device
 from ..errors import FastSAMError
 from ..io.checkpoint import load_state_strict, read_weights, save_safetensors
 from ..nn.model import FastSAMNet, batchnorm_eps, build_model, set_batchnorm_eps
-from .checkpoints import (
-    atomic_torch_save,
-    export_checkpoint,
-    provenance_of,
-    read_training_checkpoint,
-)
+from .checkpoints import atomic_torch_save, export_checkpoint, provenance_of, read_training_checkpoint
 from .config import DEFAULT_REG_MAX, TrainConfig
 from .loss import LossGains, SegmentationLoss
-from .optim import ModelEMA, build_optimizer
+from .optim import ModelEMA, apply_schedule, build_optimizer, choose_optimizer
 
-__all__ = ["TrainConfig", "ModelEMA", "Trainer", "build_optimizer", "open_dataset", "export_checkpoint",
-           "read_training_checkpoint", "LOSS_NAMES"]
+__all__ = [
+    "LOSS_NAMES",
+    "ModelEMA",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "export_checkpoint",
+    "open_dataset",
+    "read_training_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 LOSS_NAMES = ("box", "mask", "cls", "dfl")
@@ -92,8 +96,15 @@ class Trainer:
     """Runs :class:`TrainConfig`. ``model``/``train_set``/``val_set`` may be given directly (tests,
     notebooks); otherwise they are built from the config."""
 
-    def __init__(self, cfg: TrainConfig, model: FastSAMNet | None = None, train_set: Any = None,
-                 val_set: Any = None, resume: dict | None = None, progress: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: FastSAMNet | None = None,
+        train_set: Any = None,
+        val_set: Any = None,
+        resume: dict | None = None,
+        progress: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.dist = _dist_from_env()
         self.progress = progress and self.dist.main
@@ -117,12 +128,13 @@ class Trainer:
             val_set = open_dataset(cfg.val_data, cfg.data_format)
         self.val_set = val_set
         mc = self.model.config
-        self.criterion = SegmentationLoss(mc.reg_max, mc.num_classes, self.model.strides,
-                                          LossGains(cfg.box, cfg.cls, cfg.dfl))  # fmt: skip
+        self.criterion = SegmentationLoss(
+            mc.reg_max, mc.num_classes, self.model.strides, LossGains(cfg.box, cfg.cls, cfg.dfl)
+        )
         self.per_rank_batch = cfg.batch // self.dist.world
         self.accumulate = max(round(cfg.nbs / cfg.batch), 1)
         self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.batch)
-        self.opt_name, lr0, momentum = self._choose_optimizer()
+        self.opt_name, lr0, momentum = choose_optimizer(self.cfg, len(self.train_set), self.model.config.num_classes)
         self.lr0 = lr0
         decay = cfg.weight_decay * cfg.batch * self.accumulate / cfg.nbs
         self.optimizer = build_optimizer(self.model, self.opt_name, lr0, momentum, decay)
@@ -165,59 +177,37 @@ class Trainer:
         source = open_dataset(cfg.data, cfg.data_format)
         if cfg.limit is not None:
             source = torch.utils.data.Subset(source, range(min(cfg.limit, len(source))))
-        aug = AugmentConfig(mosaic=cfg.mosaic, degrees=cfg.degrees, translate=cfg.translate, scale=cfg.scale,
-                            hsv_h=cfg.hsv_h, hsv_s=cfg.hsv_s, hsv_v=cfg.hsv_v, fliplr=cfg.fliplr)  # fmt: skip
+        aug = AugmentConfig(
+            mosaic=cfg.mosaic,
+            degrees=cfg.degrees,
+            translate=cfg.translate,
+            scale=cfg.scale,
+            hsv_h=cfg.hsv_h,
+            hsv_s=cfg.hsv_s,
+            hsv_v=cfg.hsv_v,
+            fliplr=cfg.fliplr,
+        )
         return TrainDataset(source, cfg.imgsz, aug, seed=cfg.seed)
-
-    def _choose_optimizer(self) -> tuple[str, float, float]:
-        cfg = self.cfg
-        if cfg.optimizer != "auto":
-            return cfg.optimizer, cfg.lr0, cfg.momentum
-        # YOLOv8's rule: long runs get SGD at 0.01, short ones AdamW at a class-count dependent rate.
-        steps = math.ceil(len(self.train_set) / max(cfg.batch, cfg.nbs)) * cfg.epochs
-        if steps > 10_000:
-            return "SGD", 0.01, 0.9
-        return "AdamW", round(0.002 * 5 / (4 + self.model.config.num_classes), 6), 0.9
-
-    # -- schedule ---------------------------------------------------------------------------------
-    def _lr_factor(self, epoch: int) -> float:
-        cfg = self.cfg
-        if cfg.cos_lr:
-            return ((1 - math.cos(epoch * math.pi / cfg.epochs)) / 2) * (cfg.lrf - 1) + 1
-        return max(1 - epoch / cfg.epochs, 0) * (1.0 - cfg.lrf) + cfg.lrf
-
-    def _warmup_iters(self) -> int:
-        return max(round(self.cfg.warmup_epochs * self.batches_per_epoch), 100) if self.cfg.warmup_epochs > 0 else 0
-
-    def _apply_schedule(self, epoch: int, it: int) -> int:
-        """Set lr/momentum for global iteration ``it``; returns the accumulation count to use."""
-        cfg = self.cfg
-        base = self.lr0 * self._lr_factor(epoch)
-        nw = self._warmup_iters()
-        if it >= nw:
-            for g in self.optimizer.param_groups:
-                g["lr"] = base
-            return self.accumulate
-        interp = lambda a, b: a + (b - a) * it / nw  # noqa: E731
-        for j, g in enumerate(self.optimizer.param_groups):
-            g["lr"] = interp(cfg.warmup_bias_lr if j == 2 else 0.0, base)
-            if "momentum" in g:
-                g["momentum"] = interp(cfg.warmup_momentum, self.momentum)
-            if "betas" in g:
-                g["betas"] = (interp(cfg.warmup_momentum, self.momentum), g["betas"][1])
-        return max(1, round(interp(1, cfg.nbs / cfg.batch)))
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "format": "fastsam-train", "version": 1,
-            "config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict(),
-            "model": self.model.state_dict(), "ema": self.ema.ema.state_dict() if self.ema else None,
+            "format": "fastsam-train",
+            "version": 1,
+            "config": dataclasses.asdict(self.cfg),
+            "model_config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.ema.state_dict() if self.ema else None,
             "ema_updates": self.ema.updates if self.ema else 0,
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "iteration": self.iteration, "history": self.history, "metrics": self.metrics,
-            "images": len(self.train_set), "bn_eps": batchnorm_eps(self.model),
-        }  # fmt: skip
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "history": self.history,
+            "metrics": self.metrics,
+            "images": len(self.train_set),
+            "bn_eps": batchnorm_eps(self.model),
+        }
 
     def _load_state(self, state: dict) -> None:
         load_state_strict(self.model, state["model"], source="resume checkpoint")
@@ -230,7 +220,7 @@ class Trainer:
         self.history, self.metrics = list(state["history"]), list(state["metrics"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **overrides: Any) -> "Trainer":
+    def from_checkpoint(cls, path: str | os.PathLike, **overrides: Any) -> Trainer:
         """Resume from ``last.pt`` (read with ``weights_only=True``: nothing in it is executed)."""
         state = read_training_checkpoint(path)
         cfg = TrainConfig(**{**state["config"], **overrides})
@@ -250,9 +240,13 @@ class Trainer:
         )
         sampler.set_epoch(epoch)
         return torch.utils.data.DataLoader(
-            self.train_set, batch_size=self.per_rank_batch, sampler=sampler, collate_fn=collate,
-            num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
-        )  # fmt: skip
+            self.train_set,
+            batch_size=self.per_rank_batch,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward + loss of one (per-process) batch; returns (loss to backpropagate, items)."""
@@ -280,9 +274,11 @@ class Trainer:
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-            log(f"training {self.model.config.scale} (reg_max {self.model.config.reg_max}) on {len(self.train_set)} "
+            log(
+                f"training {self.model.config.scale} (reg_max {self.model.config.reg_max}) on {len(self.train_set)} "
                 f"images, imgsz {cfg.imgsz}, {self.opt_name} lr {self.lr0}, batch {cfg.batch} x {self.dist.world} "
-                f"process(es), accumulate {self.accumulate}, epochs {self.epoch}->{end}")  # fmt: skip
+                f"process(es), accumulate {self.accumulate}, epochs {self.epoch}->{end}"
+            )
         log_file = (self.out / "log.jsonl").open("a") if self.dist.main else None
         try:
             while self.epoch < end:
@@ -311,10 +307,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         pending = 0
         start = time.perf_counter()
-        bar = tqdm(loader, total=nb, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", disable=not self.progress,
-                   dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            loader,
+            total=nb,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         for i, batch in enumerate(bar):
-            accumulate = self._apply_schedule(self.epoch, self.iteration)
+            accumulate = apply_schedule(
+                self.optimizer,
+                self.cfg,
+                self.lr0,
+                self.momentum,
+                self.accumulate,
+                self.batches_per_epoch,
+                self.epoch,
+                self.iteration,
+            )
             loss, items = self.loss(batch)
             self.scaler.scale(loss).backward()
             pending += 1
@@ -326,8 +336,13 @@ class Trainer:
             if self.dist.world > 1:
                 dist.all_reduce(items)
                 items /= self.dist.world
-            record = {"epoch": self.epoch, "iter": self.iteration, **dict(zip(LOSS_NAMES, items.tolist())),
-                      "lr": self.optimizer.param_groups[0]["lr"], "instances": int(batch.boxes.shape[0])}  # fmt: skip
+            record = {
+                "epoch": self.epoch,
+                "iter": self.iteration,
+                **dict(zip(LOSS_NAMES, items.tolist())),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "instances": int(batch.boxes.shape[0]),
+            }
             self.history.append(record)
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
@@ -347,11 +362,14 @@ class Trainer:
         from .evaluate import evaluate
 
         predictor = FastSAM(deepcopy(self.eval_network()).cpu(), device=self.device, cache_size=0)
-        metrics = evaluate(predictor, self.val_set, imgsz=self.cfg.imgsz, conf=self.cfg.val_conf,
-                           iou=self.cfg.val_iou, progress=False)  # fmt: skip
+        metrics = evaluate(
+            predictor, self.val_set, imgsz=self.cfg.imgsz, conf=self.cfg.val_conf, iou=self.cfg.val_iou, progress=False
+        )
         # Undefined metrics (NaN, e.g. AR of a size range without objects) are left out: strict JSON.
-        metrics = {"epoch": self.epoch, **{k: float(v) for k, v in metrics.items()
-                                           if isinstance(v, (int, float)) and math.isfinite(v)}}  # fmt: skip
+        metrics = {
+            "epoch": self.epoch,
+            **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+        }
         self.metrics.append(metrics)
         with (self.out / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(metrics, allow_nan=False) + "\n")
@@ -363,5 +381,6 @@ class Trainer:
         """Write the EMA network in fastsam's safetensors format, with its training provenance."""
         net = self.eval_network()
         provenance = provenance_of(dataclasses.asdict(self.cfg), self.epoch, len(self.train_set), self.metrics)
-        return save_safetensors(net.state_dict(), net.config, path, provenance=provenance, dtype=dtype,
-                                bn_eps=batchnorm_eps(self.model))  # fmt: skip
+        return save_safetensors(
+            net.state_dict(), net.config, path, provenance=provenance, dtype=dtype, bn_eps=batchnorm_eps(self.model)
+        )

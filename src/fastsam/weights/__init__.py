@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import FastSAMError
 
-__all__ = ["DEMO_MODEL_FILE", "DEMO_CLIP_FILE", "default_model_path", "default_clip_path"]
+__all__ = ["DEMO_CLIP_FILE", "DEMO_MODEL_FILE", "default_clip_path", "default_model_path"]
 
 DEMO_MODEL_FILE = "fastsam-demo.safetensors"
 DEMO_CLIP_FILE = "clip-demo.safetensors"
