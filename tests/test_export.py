@@ -204,6 +204,24 @@ def test_int8_keeps_the_demo_models_masks(demo_int8) -> None:
     assert len(best) > 50 and (best >= 0.9).mean() >= 0.9, (best >= 0.9).mean()
 
 
+def test_half_is_bf16_on_openvino_where_the_cpu_has_it(demo_int8, usage_error) -> None:
+    import openvino as ov
+
+    from fastsam.errors import FastSAMError
+    from fastsam.ops.agreement import best_match_iou
+
+    fp32, _, test = demo_int8
+    xml = fp32.backend.source
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(FastSAMError, match="needs a CPU with bf16 support"):
+            FastSAM(xml, half=True)
+        return
+    half = FastSAM(xml, half=True, cache_size=0)
+    assert (fp32.provenance["inference_precision"], half.provenance["inference_precision"]) == ("f32", "bf16")
+    best = np.concatenate([best_match_iou(fp32(p).masks, half(p).masks) for p in sorted(test.glob("*.jpg"))])
+    assert len(best) > 50 and (best >= 0.9).mean() >= 0.9, (best >= 0.9).mean()
+
+
 # -------------------------------------------------------------------------------------- errors
 def _cli(usage_error, *argv: str) -> str:
     return usage_error(main(list(argv)))
@@ -327,6 +345,12 @@ def test_missing_backend_names_the_extra(exports, monkeypatch, usage_error) -> N
     from fastsam.backends import available_backends
 
     assert available_backends() == ["torch"]
+
+
+def test_half_on_a_backend_without_it_is_refused(exports, usage_error) -> None:
+    for model in (str(exports["s-onnx"]), str(ROOT / "src" / "fastsam" / "weights" / "fastsam-demo.safetensors")):
+        msg = _cli(usage_error, "segment", str(SHAPES), "--model", model, "--half")
+        assert "half precision is offered on the openvino backend" in msg, msg
 
 
 def test_wrong_backend_for_a_file_is_refused(exports, usage_error) -> None:

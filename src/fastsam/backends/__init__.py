@@ -88,11 +88,13 @@ def open_backend(
     device: torch.device | None = None,
     fuse: bool = True,
     channels_last: bool | None = None,
+    half: bool = False,
 ) -> Backend:
     """Open ``model`` (a path, or a built ``FastSAMNet``) on ``backend`` (None: by content).
 
     A weight file with ``backend="onnxruntime"`` or ``"openvino"`` is exported to a dynamic-shape
     graph in memory first (seconds; nothing is written beside it). Exported graphs run on the CPU.
+    ``half``: bf16 inference, on the openvino backend (CPUs with bf16 units) only for now.
     """
     if backend is not None and backend not in BACKENDS:
         raise FastSAMError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -108,6 +110,11 @@ def open_backend(
     wanted = backend or {"weights": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[kind]
     if wanted != "torch" and device.type != "cpu":
         raise FastSAMError(f"backend {wanted} runs on the CPU here; got device {device} (use backend='torch')")
+    if half and wanted != "openvino":
+        raise FastSAMError(
+            f"half precision is offered on the openvino backend (bf16 on CPUs that have it); backend {wanted} "
+            "runs fp32 (use backend='openvino', or drop half)"
+        )
     if wanted == "torch":
         from .pytorch import TorchBackend
 
@@ -118,4 +125,4 @@ def open_backend(
         return OrtBackend.from_weights(model) if kind == "weights" else OrtBackend(model)
     from .openvino import OpenVINOBackend
 
-    return OpenVINOBackend.from_weights(model) if kind == "weights" else OpenVINOBackend(model)
+    return OpenVINOBackend.from_weights(model, half) if kind == "weights" else OpenVINOBackend(model, half=half)

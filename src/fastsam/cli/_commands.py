@@ -131,7 +131,7 @@ def val(args: argparse.Namespace) -> int:
         from ..weights import default_model_path
 
         args.model = default_model_path()
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend)
+    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
     imgsz = default_imgsz(model) if args.imgsz is None else args.imgsz
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     metrics = evaluate(
@@ -205,4 +205,5 @@ def serve(args: argparse.Namespace) -> int:
         clip_weights=args.clip_weights,
         clip_model=args.clip_model,
         backend=args.backend,
+        half=args.half,
     )

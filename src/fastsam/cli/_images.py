@@ -125,7 +125,7 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
         Image.MAX_IMAGE_PIXELS = args.max_pixels  # our limit is checked first; Pillow's must not be lower
     items = [item for src in args.sources for item in iter_sources(src)]
     stems = plan_outputs(items, args.out)
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend)
+    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
     cfg = _options(args, model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
     progress = _progress(list(zip(items, stems)), args.progress)
 
@@ -239,6 +239,7 @@ def prompt(args: argparse.Namespace) -> int:
         if args.text:
             from ..text import select_by_text
 
+            assert scorer is not None  # made above whenever there is a --text
             hits = select_by_text(segments, rgb, args.text, scorer, threshold=args.text_threshold)
             for text, idx in zip(args.text, hits):
                 if idx.size == 0:  # like a box that overlaps no mask: an empty record says so

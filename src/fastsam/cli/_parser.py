@@ -107,6 +107,11 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
         help="runtime of the network (default: by the model file: weights -> torch, .onnx -> onnxruntime, "
         "OpenVINO -> openvino); weights on onnxruntime/openvino are converted in memory",
     )
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="bf16 inference on the openvino backend (CPUs with bf16 units: AVX512-BF16, AMX); fp32 otherwise",
+    )
 
 
 _TRAIN_OPTIONS = (
