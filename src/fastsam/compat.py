@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,12 +46,13 @@ class FastSAMPrompt:
         self.image = load_image(image)  # RGB
         if isinstance(results, (list, tuple)):
             results = results[0] if results else None
-        self.results: Segments | None = results
+        # a list or tuple of results was unwrapped above: what is left is one result or None
+        self.results = cast("Segments | None", results)
         self.device = device
         self.clip_weights = clip_weights
         self.clip_model = clip_model
-        if results is not None and tuple(results.image_size) != self.image.shape[:2]:
-            raise FastSAMError(f"image size {self.image.shape[:2]} differs from the results' {results.image_size}")
+        if self.results is not None and tuple(self.results.image_size) != self.image.shape[:2]:
+            raise FastSAMError(f"image size {self.image.shape[:2]} differs from the results' {self.results.image_size}")
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, *self.image.shape[:2]), dtype=bool)
@@ -69,7 +70,7 @@ class FastSAMPrompt:
         boxes = [bbox] if bboxes is None else list(bboxes)
         if boxes == [None]:
             raise FastSAMError("box_prompt needs bbox=[x1, y1, x2, y2] or bboxes=[[...], ...]")
-        idx = select_by_boxes(self.results, boxes)
+        idx = select_by_boxes(self.results, cast("list[Sequence[float]]", boxes))  # [None] was refused above
         return np.stack([self.results.mask(int(k)) if k >= 0 else np.zeros(self.results.image_size, bool) for k in idx])
 
     def point_prompt(self, points: Sequence[Sequence[float]], pointlabel: Sequence[int]) -> np.ndarray:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import FastSAMError
 from .results import Segments
+
+if TYPE_CHECKING:
+    from .text import TextScorer
 
 __all__ = [
     "PointSelection",
@@ -208,7 +212,7 @@ def select(
     boxes: Sequence[Sequence[float]] | None = None,
     texts: Sequence[str] | None = None,
     image: np.ndarray | None = None,
-    scorer: object | None = None,
+    scorer: TextScorer | None = None,
     text_threshold: float | None = None,
 ) -> np.ndarray:
     """Union of the selections of several prompt kinds, as sorted mask indices.

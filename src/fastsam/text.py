@@ -106,6 +106,9 @@ class ClipScorer:
         device: torch device for the model.
     """
 
+    mean: tuple[float, ...]  # normalisation of the model's input (set by _finish, maybe overridden by the file)
+    std: tuple[float, ...]
+
     def __init__(self, weights: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> None:
         try:
             import open_clip
@@ -171,8 +174,8 @@ class ClipScorer:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.model_name = model_name
-        self.mean: tuple[float, ...] = CLIP_MEAN
-        self.std: tuple[float, ...] = CLIP_STD
+        self.mean = CLIP_MEAN
+        self.std = CLIP_STD
         size = getattr(model.visual, "image_size", 224)
         self.image_size: tuple[int, int] = (
             (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -203,15 +206,17 @@ def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarr
     from PIL import Image
 
     h, w = size
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.BICUBIC)) for c in crops])
+    return np.stack(
+        [np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.Resampling.BICUBIC)) for c in crops]
+    )
 
 
 def normalise_crops(
     batch: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
 ) -> torch.Tensor:
     """(N, 3, h, w) float32 from (N, h, w, 3) uint8 RGB: scaled to [0, 1], minus ``mean``, over ``std``."""
-    x = np.asarray(batch).astype(np.float32) / 255.0
-    x = (x - np.float32(mean)) / np.float32(std)
+    x: np.ndarray = np.asarray(batch).astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 

@@ -37,11 +37,11 @@ class TorchBackend:
         channels_last: bool | None = None,
     ) -> None:
         owned = not isinstance(weights, FastSAMNet)
-        model = load_model(weights, device="cpu") if owned else weights
+        model = weights if isinstance(weights, FastSAMNet) else load_model(weights, device="cpu")
         self.config = model.config
         self.provenance: dict[str, Any] = dict(getattr(model, "provenance", None) or {})
         self.default_imgsz = recorded_imgsz(self.provenance)
-        self.strides = model.strides
+        self.strides: tuple[int, ...] = model.strides
         self.device = device
         self.network: torch.nn.Module = (fuse_conv_bn(model, inplace=owned) if fuse else model).to(device).eval()
         self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None

@@ -8,6 +8,7 @@ One module per group of commands: :mod:`._parser` (arguments and their types), :
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ __all__ = ["main"]
 EXIT_USAGE = 2
 
 
-def _dispatch(args) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("segment", "prompt"):
         from . import _images
 

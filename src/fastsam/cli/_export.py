@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ..errors import FastSAMError
 
@@ -46,7 +47,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_out(args: argparse.Namespace):
+def _default_out(args: argparse.Namespace) -> Path:
     """``model.pt`` -> ``model.onnx`` / ``model_openvino_model/`` beside it (ultralytics' names)."""
     stem = args.weights.with_suffix("")
     if args.format == "onnx":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def detect_format(root: str | Path) -> str:
     )
 
 
-def open_dataset(root: str | Path, fmt: str = "auto") -> tuple[Any, str]:
+def open_dataset(root: str | os.PathLike[str], fmt: str = "auto") -> tuple[Any, str]:
     """A reader from :mod:`fastsam.data.datasets` for ``root`` and the format used (see :func:`detect_format`)."""
     if fmt not in DATASET_FORMATS:
         raise FastSAMError(f"unknown dataset format {fmt!r}; expected one of {', '.join(DATASET_FORMATS)}")

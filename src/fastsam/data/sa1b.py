@@ -17,6 +17,13 @@ from ._common import Sample, _BadAnnotation, _Base, _decode_image_bytes, _decode
 __all__ = ["SA1BDataset"]
 
 
+def _member_bytes(tf: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    """Bytes of a regular-file member (the index keeps only those, for which extractfile gives a file)."""
+    f = tf.extractfile(member)
+    assert f is not None
+    return f.read()
+
+
 class SA1BDataset(_Base):
     """SA-1B per-image pairs (``x.jpg`` + ``x.json``) from a directory, one ``.tar`` shard, or a
     directory of ``.tar`` shards (read in place with :mod:`tarfile`, never extracted)."""
@@ -61,7 +68,7 @@ class SA1BDataset(_Base):
                         continue
                     label = f"{t}:{name}"
                     try:
-                        meta = json.loads(tf.extractfile(members[name]).read())
+                        meta = json.loads(_member_bytes(tf, members[name]))
                         fname = meta.get("image", {}).get("file_name") if isinstance(meta, dict) else None
                     except (OSError, ValueError, AttributeError, tarfile.TarError) as exc:
                         self._problem(label, f"malformed JSON ({exc.__class__.__name__}), skipped")
@@ -104,11 +111,12 @@ class SA1BDataset(_Base):
             except ImageError as exc:
                 raise ImageError(ifile, f"corrupt image, sample skipped ({exc})") from None
         else:
+            assert container is not None  # "tar" entries always name their shard
             jfile, ifile = f"{container}:{js}", f"{container}:{img}"
             try:
                 tf = self._tar(container)
-                raw = tf.extractfile(js).read()
-                data = tf.extractfile(img).read()
+                raw = _member_bytes(tf, js)
+                data = _member_bytes(tf, img)
             except (OSError, KeyError, tarfile.TarError) as exc:
                 raise _BadAnnotation(jfile, f"unreadable tar member ({exc})") from None
             try:

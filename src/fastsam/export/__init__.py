@@ -46,6 +46,7 @@ def prepare_network(weights: str | Path | FastSAMNet) -> tuple[FastSAMNet, dict[
     from ..io.checkpoint import load_model
     from ..nn.fuse import fuse_conv_bn
 
+    source: dict[str, Any]
     if isinstance(weights, FastSAMNet):
         net, source = fuse_conv_bn(weights.float().cpu().eval()), {"weights": "<in-memory network>"}
         own = dict(getattr(weights, "provenance", None) or {})

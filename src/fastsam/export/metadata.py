@@ -99,7 +99,8 @@ def parse_metadata(text: str | None, source: str) -> ExportMetadata:
         if int(doc.get("version", 0)) > EXPORT_VERSION:
             raise ValueError(f"export version {doc['version']} is newer than this fastsam reads ({EXPORT_VERSION})")
         model = doc["model"]
-        config = ModelConfig(**{k: int(v) if k != "scale" else str(v) for k, v in model.items()})
+        kwargs: dict[str, Any] = {k: int(v) if k != "scale" else str(v) for k, v in model.items()}
+        config = ModelConfig(**kwargs)
         strides = tuple(int(s) for s in doc["strides"])
         inp = doc["input"]
         shape = None if inp.get("dynamic") else tuple(int(v) for v in inp["shape"])
@@ -111,7 +112,7 @@ def parse_metadata(text: str | None, source: str) -> ExportMetadata:
             config=config,
             strides=strides,
             shape=shape,
-            batch=batch,  # type: ignore[arg-type]
+            batch=batch,
             imgsz=int(doc.get("imgsz", max(shape) if shape else 1024)),
             names=names,
             precision=str(doc.get("precision", "fp32")),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FastSAMN
 def save_safetensors(
     state: dict[str, Tensor],
     config: ModelConfig,
-    path: str | Path,
+    path: str | os.PathLike[str],
     provenance: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
     bn_eps: Mapping[str, float] | None = None,

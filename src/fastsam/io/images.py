@@ -143,10 +143,11 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(source, Image.Image):
-        check_pixels(source.size, max_pixels, "PIL image")
-        return _from_pil(source, "PIL image")
+        pass
+    else:
+        if isinstance(source, Image.Image):
+            check_pixels(source.size, max_pixels, "PIL image")
+            return _from_pil(source, "PIL image")
     raise ImageError(f"unsupported image source of type {type(source).__name__}")
 
 

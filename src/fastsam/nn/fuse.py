@@ -7,6 +7,7 @@ per layer; see :func:`fastsam.nn.model.set_batchnorm_eps`).
 from __future__ import annotations
 
 import copy
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -15,21 +16,26 @@ from .blocks import ConvBnAct
 
 __all__ = ["fuse_conv_bn"]
 
+_M = TypeVar("_M", bound=nn.Module)
+
 
 def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     # y = gamma * (W x + b - mean) / sqrt(var + eps) + beta  =  W' x + b', with this layer's eps
+    # a Conv2d's size attributes are 2-tuples (torch types them as tuple[int, ...])
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
+        cast(tuple[int, int], conv.kernel_size),
+        cast(tuple[int, int], conv.stride),
+        cast("str | tuple[int, int]", conv.padding),
+        cast(tuple[int, int], conv.dilation),
         conv.groups,
         bias=True,
         device=conv.weight.device,
         dtype=conv.weight.dtype,
     )
+    # ConvBnAct's BatchNorm always tracks running statistics, and the fused conv has a bias
+    assert bn.running_var is not None and bn.running_mean is not None and fused.bias is not None
     std = torch.sqrt(bn.running_var + bn.eps)
     scale = bn.weight / std
     with torch.no_grad():
@@ -41,7 +47,7 @@ def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused.requires_grad_(False)
 
 
-def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fuse_conv_bn(model: _M, inplace: bool = False) -> _M:
     """Return ``model`` (in eval mode) with BatchNorm folded into the ConvBnAct convolutions.
 
     The result gives the same outputs up to float rounding; it cannot be trained further and its

@@ -151,7 +151,7 @@ class FastSAMNet(nn.Module):
 def build_model(cfg: ModelConfig | str = "s", **overrides: int) -> FastSAMNet:
     """Build a randomly initialised network from a config or a scale name ("n", "s", "m", "l", "x")."""
     if isinstance(cfg, str):
-        cfg = ModelConfig(scale=cfg, **overrides)  # type: ignore[arg-type]
+        cfg = ModelConfig(scale=cfg, **overrides)
     elif overrides:
         raise TypeError("pass overrides only together with a scale name")
     model = FastSAMNet(cfg)

@@ -73,7 +73,7 @@ def nms_sorted(boxes: np.ndarray, iou: float, k: int) -> np.ndarray | None:
     return keep[:kept]
 
 
-def rle_strings(crops: list[np.ndarray], regions: np.ndarray, size: tuple[int, int]) -> list[str] | None:
+def rle_strings(crops: list[np.ndarray], regions: np.ndarray | list, size: tuple[int, int]) -> list[str] | None:
     """COCO compressed RLE strings of cropped masks in an (H, W) image, or None when the kernel is
     unavailable. Same strings as ``formats.rle_string(formats.rle_counts(...))``."""
     fn = _function("rle")
@@ -119,7 +119,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
                 pool.shutdown(wait=False)  # the thread count changed: let the old workers exit
             pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="fastsam-regions")
             _state["pool_threads"] = threads
-        return pool  # type: ignore[return-value]
+        return pool
 
 
 def _check(
@@ -212,12 +212,7 @@ def threshold_windows(
         wp, mp = np.ascontiguousarray(window_ptrs[idx]), np.ascontiguousarray(mask_ptrs[idx])
         out = np.zeros((len(idx), 2), dtype=np.int64)
         status = fn(
-            len(idx),
-            wp.ctypes.data,
-            geo.ctypes.data,
-            *(t.ctypes.data for t in tables),  # type: ignore[operator]
-            mp.ctypes.data,
-            out.ctypes.data,
+            len(idx), wp.ctypes.data, geo.ctypes.data, *(t.ctypes.data for t in tables), mp.ctypes.data, out.ctypes.data
         )
         return idx, out, status
 

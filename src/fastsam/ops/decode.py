@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,9 +14,12 @@ __all__ = ["decode_predictions", "dfl_expectation", "make_anchors"]
 
 
 def make_anchors(
-    shapes: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32
+    shapes: Sequence[tuple[int, ...]],
+    strides: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """Anchor points at cell centres, in grid units of their level.
+    """Anchor points at cell centres, in grid units of their level; ``shapes`` are the (H, W) of each level.
 
     Returns:
         points (A, 2) as (x, y) = (col + 0.5, row + 0.5); strides (A, 1).
@@ -51,7 +56,7 @@ def decode_predictions(out: HeadOutput, strides: tuple[int, ...], reg_max: int) 
     shapes = [tuple(x.shape[2:]) for x in out.box_logits]
     box = torch.cat([x.view(b, x.shape[1], -1) for x in out.box_logits], 2)
     cls = torch.cat([x.view(b, x.shape[1], -1) for x in out.cls_logits], 2)
-    points, stride = make_anchors(shapes, strides, box.device, box.dtype)  # type: ignore[arg-type]
+    points, stride = make_anchors(shapes, strides, box.device, box.dtype)
     dist = dfl_expectation(box, reg_max)  # (B, 4, A) ltrb in grid units
     anchor = points.t().unsqueeze(0)  # (1, 2, A)
     lt, rb = dist[:, :2], dist[:, 2:]

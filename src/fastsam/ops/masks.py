@@ -192,7 +192,7 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
     bottom, right = int(mh - pad_h), int(mw - pad_w)
     row_table = bilinear_table(bottom - top, h0)
     col_table = bilinear_table(right - left, w0)
-    jobs = []
+    jobs: list[Job] = []
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         r0, r1 = _pixel_range(y1, y2, h0)
         c0, c1 = _pixel_range(x1, x2, w0)
@@ -221,7 +221,7 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
     row_table = bilinear_table(mh, h_in)[ys]
     col_table = bilinear_table(mw, w_in)[xs]
     sy, sx = mh / h_in, mw / w_in
-    jobs = []
+    jobs: list[Job] = []
     for k, (x1, y1, x2, y2) in enumerate(boxes_in.tolist()):
         pr0, pr1 = _pixel_range(y1 * sy, y2 * sy, mh)
         pc0, pc1 = _pixel_range(x1 * sx, x2 * sx, mw)

@@ -306,6 +306,7 @@ def create_app(
             schema.setdefault("components", {}).setdefault("schemas", {})["PromptRequest"] = (
                 PromptRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             )
+        assert app.openapi_schema is not None  # FastAPI.openapi stores the schema it makes
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

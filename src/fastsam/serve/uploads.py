@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .schemas import ApiError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["DEFAULT_MAX_PARTS", "IMAGE_FORMATS", "MAX_PART_HEADER_BYTES", "decode_image", "multipart_file"]
 
@@ -84,7 +87,7 @@ class _Parts:
         self.named: bytes | None = None
         self.fallback: bytes | None = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.part_begin,
             "on_header_field": self.header_field,
@@ -172,7 +175,8 @@ def multipart_file(body: bytes, content_type: str, max_parts: int = DEFAULT_MAX_
     parts = _Parts(body, max_parts)
     try:
         parser = MultipartParser(boundary, parts.callbacks())
-        parser.logger = _QUIET  # it warns of every malformed body; the client is told, the log need not be
+        # it warns of every malformed body; the client is told, the log need not be
+        parser.logger = cast(logging.Logger, _QUIET)
         parser.write(body)
         parser.finalize()
         parts.part_end()  # a body cut off inside the file part: the bytes so far (decoding then says why)

@@ -202,10 +202,10 @@ class TrainDataset(torch.utils.data.Dataset):
         i, s, cfg = self._index(i), self.imgsz, self.augment
         rng = np.random.default_rng([self.seed, self.epoch, i])
         first = self.source[i]
+        layers: list[Layer]
         if cfg is None:
             canvas, layers = letterbox_layers(first.image, first.masks, s, first.boxes)
             return canvas, [(layer.warp(np.eye(3), (s, s)), layer.k) for layer in layers], first.name
-        layers: list[Layer]
         if rng.random() < cfg.mosaic and self.mosaic:
             others = [self.source[int(j)] for j in rng.integers(0, len(self), 3)]
             canvas, layers = mosaic_layers(rng, [first, *others], s)

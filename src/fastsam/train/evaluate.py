@@ -32,7 +32,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,8 @@ __all__ = [
     "metrics_json",
     "open_dataset",
 ]
+
+_T = TypeVar("_T")
 
 MAX_DETS: tuple[int, int, int] = (10, 100, 1000)
 _AREAS = ("small", "medium", "large")
@@ -212,7 +214,7 @@ class CocoAccumulator:
         return out
 
 
-def _coco(images: list[dict], anns: list[dict]):
+def _coco(images: list[dict], anns: list[dict]) -> Any:
     from pycocotools.coco import COCO
 
     coco = COCO()
@@ -222,7 +224,7 @@ def _coco(images: list[dict], anns: list[dict]):
     return coco
 
 
-def _run_cocoeval(images: list[dict], gt: list[dict], dt: list[dict], iou_type: str):
+def _run_cocoeval(images: list[dict], gt: list[dict], dt: list[dict], iou_type: str) -> Any:
     from pycocotools.cocoeval import COCOeval
 
     ev = COCOeval(_coco(images, gt), _coco(images, dt), iou_type)
@@ -288,7 +290,7 @@ def default_imgsz(predictor: Any) -> int:
     return recorded_imgsz(dict(getattr(network, "provenance", None) or {}))
 
 
-def _progress(items: Iterable, enabled: bool, total: int):
+def _progress(items: Iterable[_T], enabled: bool, total: int) -> Iterable[_T]:
     if not enabled:
         return items
     try:
@@ -332,7 +334,7 @@ def evaluate(
         raise FastSAMError("the dataset holds no images to evaluate")
     # Our readers hand back the NEXT good sample for a corrupt one (training keeps its length); for
     # evaluation that would count an image twice, so a sample whose index was marked bad is dropped.
-    bad = getattr(dataset, "_bad", set())
+    bad: set[int] = getattr(dataset, "_bad", set())
     acc = CocoAccumulator()
     start = time.perf_counter()
     for i in _progress(range(n), progress, n):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from copy import deepcopy
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
@@ -14,13 +15,15 @@ from .config import TrainConfig
 
 __all__ = ["ModelEMA", "apply_schedule", "build_optimizer", "choose_optimizer", "lr_factor", "warmup_iters"]
 
+_M = TypeVar("_M", bound=nn.Module)
 
-class ModelEMA:
+
+class ModelEMA(Generic[_M]):
     """Exponential moving average of a model's floating-point state, decay ramping up as
     ``decay * (1 - exp(-updates / tau))`` so that early averages are not dominated by the random init."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
-        self.ema = deepcopy(model).eval()
+    def __init__(self, model: _M, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
+        self.ema: _M = deepcopy(model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, updates

@@ -67,7 +67,8 @@ def text_accuracy(
     ``candidates`` is a predictor (``.segment(image, predict_config)``, e.g. :class:`fastsam.predictor.FastSAM`,
     or a callable image -> Segments) and right = the chosen mask has IoU >= ``iou`` with the target's mask.
     """
-    correct, total, misses = 0, 0, []
+    correct, total = 0, 0
+    misses: list[tuple[int, str, str | None]] = []
     for s, (img, anns) in enumerate(scenes):
         targets = _targets(anns, min_area)
         if not targets:

@@ -235,7 +235,7 @@ class Trainer:
         mosaic = epoch < self.cfg.epochs - self.cfg.close_mosaic
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch, mosaic=mosaic)
-        sampler = torch.utils.data.DistributedSampler(
+        sampler: torch.utils.data.DistributedSampler[Any] = torch.utils.data.DistributedSampler(
             self.train_set, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True, seed=self.cfg.seed
         )
         sampler.set_epoch(epoch)

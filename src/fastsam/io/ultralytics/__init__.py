@@ -123,7 +123,7 @@ def read_ultralytics_checkpoint(
     path = Path(path)
     ckpt = _torch_load(path)
     if isinstance(ckpt, dict) and ("model" in ckpt or "ema" in ckpt):
-        model_obj = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+        model_obj: Any = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     else:
         model_obj = ckpt
     if isinstance(model_obj, dict) and all(isinstance(v, Tensor) for v in model_obj.values()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -92,7 +92,11 @@ def _read_eps(state: dict[str, Any], where: str) -> float:
     value = state.get("eps", _OPAQUE)
     if value is _OPAQUE:
         raise CheckpointError(f"BatchNorm {where} has no eps")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and cast(float, value) > 0)
+    ):
         raise CheckpointError(f"BatchNorm {where} has eps {_shown(value)}; expected a finite positive number")
     return float(value)
 
@@ -150,6 +154,7 @@ def layer_constants(modules: dict[str, Any], cfg: ModelConfig) -> dict[str, floa
                 and parent_ours is not None
                 and safe_pickle.is_inert(parent_obj, _THEIR_CLASS.get(type(parent_ours), "?"))
             ):  # a real ultralytics module without this layer: e.g. a Conv fused without its BatchNorm
+                assert expected is not None  # every module of our network has an ultralytics class
                 hint = " (was it saved after fusing Conv and BatchNorm?)" if expected == "BatchNorm2d" else ""
                 raise CheckpointError(f"layer {where} is missing; this network needs {_a(expected)} there{hint}")
             continue
@@ -157,6 +162,7 @@ def layer_constants(modules: dict[str, Any], cfg: ModelConfig) -> dict[str, floa
         if obj.pickled_name == "torch.nn.modules.module.Module":
             continue  # a plain nn.Module holding tensors (a state dict pickled as a tree): no constants
         if type(ours) in _LEAF_CONSTANTS:
+            assert expected is not None  # every leaf class is in _THEIR_CLASS
             if name != expected:
                 raise CheckpointError(f"layer {where} is {_a(name)}; this network has {_a(expected)} there")
             for key in _LEAF_CONSTANTS[type(ours)]:
