@@ -26,6 +26,8 @@ Rows (``--rows``, default all):
 * ``int8``: ``export_model(pt, "openvino", int8=True, calib=..., calib_n=N)``, calibrated on
   ultralytics' ``bus.jpg`` and ``zidane.jpg`` plus fastsam's ``examples/*.jpg`` (4 images, the first
   ``--calib-n`` of them; the benchmark photos are the same as, or a crop of, two of the four).
+* ``bf16``: the fp32 OpenVINO IR run with ``FastSAM(xml, half=True)`` (bf16 inference; only on CPUs
+  with bf16 units, an error row elsewhere).
 
 Static exports (ours and ultralytics') take an ``imgsz`` x ``imgsz`` input (``--shape square``, the
 default of ``export(imgsz=N)``): a 16:9 photo is padded to a square there, while both PyTorch rows
@@ -83,9 +85,10 @@ ROWS: dict[str, str] = {
     "ort": "ours ONNX Runtime fp32",
     "openvino": "ours OpenVINO fp32",
     "int8": "ours OpenVINO int8",
+    "bf16": "ours OpenVINO bf16 (--half)",
 }
 ULTRA_EXPORTS = ("ultra-onnx", "ultra-openvino")
-OUR_EXPORTS = ("ort", "openvino", "int8")
+OUR_EXPORTS = ("ort", "openvino", "int8", "bf16")
 PHOTOS = {"zidane": (1280, 720), "bus": (1072, 603)}  # name -> (width, height)
 
 
@@ -242,7 +245,7 @@ def report(cfg: dict[str, Any], result: dict[str, Any], rows: list[str]) -> dict
             f"\nmask agreement on {cfg['photo']} "
             "(share of our non-empty fp32 PyTorch masks matched with IoU >= 0.9, mean best IoU):"
         )
-    for key in sorted(agree, key=lambda k: k != "int8"):  # int8 first
+    for key in sorted(agree, key=lambda k: k not in ("int8", "bf16")):  # reduced precision first
         a = agree[key]
         if "error" in a:
             print(f"- {ROWS[key]}: error: {a['error']}")
@@ -268,7 +271,7 @@ def summary_line(cfg: dict[str, Any], res: dict[str, Any]) -> str:
     med = res.get("med", {})
     head = f"FastSAM-{cfg['scale']} @{cfg['imgsz']} {cfg['photo']} end to end:"
     ours = {k: med[k]["e2e"] for k in ("torch", *OUR_EXPORTS) if k in med}
-    fp32 = {k: v for k, v in ours.items() if k != "int8"}
+    fp32 = {k: v for k, v in ours.items() if k not in ("int8", "bf16")}
     ref = med.get("ultra-torch", {}).get("e2e")
     exports = {k: med[k]["e2e"] for k in ULTRA_EXPORTS if k in med}
     target = cfg["scale"] == "x" and cfg["imgsz"] == 1024
@@ -286,7 +289,7 @@ def summary_line(cfg: dict[str, Any], res: dict[str, Any]) -> str:
         )
     else:
         parts.append(", ultralytics best export: none ran")
-    if best == "int8" and fp32:
+    if best in ("int8", "bf16") and fp32:
         fbest = min(fp32, key=fp32.get)
         parts.append(
             f"; best fp32 ({ROWS[fbest]}): {fmt_ratio(ref, fp32[fbest])} / "
@@ -413,11 +416,14 @@ def prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "openvino": exp / "ours" / "fp32" / "fp32.xml",  # export_model names the IR after its directory
         "int8": exp / "ours" / f"int8-{calib_tag}" / f"int8-{calib_tag}.xml",
     }
+    artifacts["bf16"] = artifacts["openvino"]
     errors, notes = {}, {}
     if "ultra-onnx" in rows and importlib.util.find_spec("onnxslim") is None:
         notes["ultra-onnx"] = ["onnxslim not installed: exported without simplification"]
     export_imgsz = shape[0] if shape[0] == shape[1] else list(shape)
-    for key in [k for k in rows if k in artifacts]:
+    # the bf16 row runs the fp32 IR with half=True: it needs that export
+    wanted = sorted({("openvino" if k == "bf16" else k) for k in rows}, key=list(ROWS).index)
+    for key in [k for k in wanted if k in artifacts]:
         marker = exp / ".done" / (calib_tag if key == "int8" else key)  # written after a complete export
         if marker.is_file() and artifacts[key].exists():
             continue
@@ -557,10 +563,11 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     row["notes"] += _pin_ultra_export(model, path)
                 calls[key] = lambda m=model, s=size: ultra_call(m, s)
             else:
-                model = fastsam.FastSAM(Path(spec["ckpt"]) if key == "torch" else artifacts[key], cache_size=0)
+                path = Path(spec["ckpt"]) if key == "torch" else artifacts[key]
+                model = fastsam.FastSAM(path, cache_size=0, half=key == "bf16")
                 model.backend.forward = Timed(model.backend.forward)
                 model.postprocess = Timed(model.postprocess)
-                if key == "openvino" or key == "int8":
+                if key in ("openvino", "int8", "bf16"):
                     row["notes"].append(f"inference precision {_precision(model.backend.compiled)}")
                 calls[key] = lambda m=model: ours_call(m)
                 models[key] = model

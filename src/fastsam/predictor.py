@@ -79,7 +79,7 @@ class FastSAM:
 
     Call it like the original: ``FastSAM("FastSAM-x.pt")(image, imgsz=1024, conf=0.4, iou=0.9,
     retina_masks=True, max_det=300)``. ``imgsz`` defaults to the size recorded in a fastsam weight
-    file (its training size), else 1024. One image gives a :class:`Segments`; a list or a directory
+    file (its training size), else 1024. One image gives a [Segments][fastsam.Segments]; a list or a directory
     gives a list. numpy inputs are RGB. A static-shape export letterboxes every image to its fixed
     input size and refuses another ``imgsz``.
     """

@@ -219,7 +219,7 @@ def select(
 
     With no prompt at all this is "everything" (every index). Points use the original rule (the
     masks still visible in the merged mask), boxes their best masks, texts need ``image`` (RGB) and
-    a CLIP ``scorer`` (see :mod:`fastsam.text`).
+    a CLIP ``scorer`` (see `fastsam.text`).
     """
     if points is None and boxes is None and not texts:
         return np.arange(len(segments), dtype=np.int64)
