@@ -2,15 +2,16 @@
 
 User errors (missing or corrupt files, bad options, a missing device, an output that would replace
 an input) print one line on stderr and exit with 2; nothing is written before they are found.
-One module per group of commands: :mod:`._parser` (arguments and their types), :mod:`._images`
-(segment, prompt), :mod:`._export` (export), :mod:`._commands` (the others).
+One module per command (``_<command>.py``; segment and prompt share ``_images.py``), plus
+``_parser`` (commands and options) and ``_values`` (value types).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import FastSAMError
 from ._parser import UsageError, build_parser, normalise_argv
@@ -21,17 +22,12 @@ EXIT_USAGE = 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("segment", "prompt"):
-        from . import _images
-
-        return _images.segment(args) if args.command == "segment" else _images.prompt(args)
-    if args.command == "export":
-        from ._export import export
-
-        return export(args)
-    from . import _commands
-
-    return getattr(_commands, args.command)(args)
+    # each command's module is imported only when it runs: `fastsam synth` never loads torch's exporter
+    module = "_images" if args.command in ("segment", "prompt") else f"_{args.command}"
+    command: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"{__name__}.{module}"), args.command
+    )
+    return command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
