@@ -63,3 +63,20 @@ def usage_error(capsys: pytest.CaptureFixture[str]):
         return lines[0]
 
     return check
+
+
+@pytest.fixture
+def foreign_onnx(tmp_path: Path) -> Path:
+    """A valid ONNX graph (Relu, input ``images``, output ``preds``) that is not a fastsam export: no metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["preds"])],
+        "relu",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])],
+    )
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

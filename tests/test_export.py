@@ -227,28 +227,13 @@ def _cli(usage_error, *argv: str) -> str:
     return usage_error(main(list(argv)))
 
 
-def _foreign_onnx(path: Path) -> Path:
-    """A valid ONNX graph (Relu) that is not a fastsam export: no metadata."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["images"], ["preds"])],
-        "relu",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
-def test_corrupt_and_foreign_models_are_refused(tmp_path, usage_error) -> None:
+def test_corrupt_and_foreign_models_are_refused(tmp_path, usage_error, foreign_onnx) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07" + b"\x00\xff" * 100)
     assert "corrupt.onnx: not a readable ONNX model" in _cli(
         usage_error, "segment", str(SHAPES), "--model", str(corrupt)
     )
-    foreign = _foreign_onnx(tmp_path / "foreign.onnx")
+    foreign = foreign_onnx
     assert "no fastsam metadata" in _cli(usage_error, "segment", str(SHAPES), "--model", str(foreign))
     import openvino as ov
 

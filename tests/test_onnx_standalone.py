@@ -153,21 +153,11 @@ def test_point_and_box_prompts_equal_fastsam(bare_python, onnx_models, tmp_path)
     np.testing.assert_array_equal(rle_decode(records[0]["segmentation"]), got["point_mask"])
 
 
-def test_errors_exit_2_with_one_line(bare_python, onnx_models, tmp_path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
+def test_errors_exit_2_with_one_line(bare_python, onnx_models, tmp_path, foreign_onnx) -> None:
     image = ROOT / "examples" / "shapes.jpg"
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not a protobuf at all" * 10)
-    foreign = tmp_path / "foreign.onnx"
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["images"], ["preds"])],
-        "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("preds", TensorProto.FLOAT, [1, 3, 32, 32])],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(foreign))
+    foreign = foreign_onnx
     bad_image = tmp_path / "bad.jpg"
     bad_image.write_bytes(b"\xff\xd8\xff garbage")
     demo = onnx_models["demo"]
