@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from .ops.boxes import MAX_NMS_CANDIDATES, nms_first_k, snap_and_expand_full_box
 from .ops.letterbox import Letterbox, letterbox
 from .ops.masks import assemble_input_frame, assemble_retina
 from .results import Segments
+
+if TYPE_CHECKING:
+    from .results_ultralytics import Results
 
 __all__ = ["Detections", "FastSAM", "select_detections"]
 
@@ -172,10 +176,22 @@ class FastSAM:
         retina_masks: bool = True,
         max_det: int = 300,
         device: str | torch.device | None = None,
-    ) -> Segments | list[Segments]:
+        *,
+        bboxes: Any = None,
+        points: Any = None,
+        labels: Any = None,
+        texts: str | Sequence[str] | None = None,
+        clip_weights: str | Path | None = None,
+    ) -> Segments | list[Segments] | list[Results]:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
-        network there for this and later calls."""
+        network there for this and later calls.
+
+        Prompts in the call, as ultralytics takes them (``bboxes``, ``points`` with ``labels``,
+        ``texts`` with local ``clip_weights``; several kinds are OR-ed), return what ultralytics
+        returns: a list with one ultralytics-shaped [Results][fastsam.results_ultralytics.Results]
+        per image, holding the selected masks in score order (see `fastsam.prompts.select_ultralytics`).
+        """
         if device is not None and (wanted := resolve_device(device)) != self.device:
             if self.backend.name != "torch":
                 raise FastSAMError(
@@ -190,6 +206,12 @@ class FastSAM:
             retina_masks=retina_masks,
             max_det=max_det,
         )
+        if bboxes is not None or points is not None or labels is not None or texts is not None:
+            from .ultralytics_call import predict_ultralytics
+
+            return predict_ultralytics(
+                self, source, cfg, bboxes=bboxes, points=points, labels=labels, texts=texts, clip_weights=clip_weights
+            )
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )

@@ -25,6 +25,7 @@ __all__ = [
     "select",
     "select_by_boxes",
     "select_by_points",
+    "select_ultralytics",
     "validate_boxes",
     "validate_points",
 ]
@@ -236,3 +237,57 @@ def select(
         for idx in select_by_text(segments, image, list(texts), scorer, threshold=text_threshold):
             chosen.update(idx.tolist())
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+def select_ultralytics(
+    segments: Segments,
+    *,
+    bboxes: Sequence[Sequence[float]] | Sequence[float] | np.ndarray | None = None,
+    points: Sequence[Sequence[float]] | Sequence[float] | np.ndarray | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
+    texts: str | Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    scorer: TextScorer | None = None,
+) -> np.ndarray:
+    """ultralytics' ``FastSAMPredictor.prompt`` rule: the union of each prompt kind's selections, as
+    sorted mask indices (so ``segments[idx]`` keeps score order, like its boolean ``result[idx]``).
+
+    * ``bboxes`` (one [x1, y1, x2, y2] or a list): coordinates truncated to integers and clipped to the
+      image; per box the mask with the highest IoU with the filled box (the original's score).
+    * ``points`` (one [x, y] or a list) with ``labels`` (default: all 1): every mask containing a
+      foreground point, minus every mask containing a background point (all masks if every label is 0).
+    * ``texts`` (one or a list): per text the most similar mask by CLIP (``scorer``, on the RGB
+      ``image``), among masks larger than 100 pixels.
+
+    Where fastsam is stricter, on purpose: a point outside the image, an empty box, or a box wholly
+    outside the image raise FastSAMError (ultralytics clips them onto the border and picks some mask),
+    and a box that overlaps no mask selects nothing (ultralytics' argmax picks mask 0).
+    """
+    chosen = np.zeros(len(segments), dtype=bool)
+    if len(segments) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if bboxes is not None:
+        for box in validate_boxes(_numbers(bboxes, "boxes", "[x1, y1, x2, y2]"), segments.image_size):
+            iou = box_mask_iou(segments, np.trunc(box))  # ultralytics casts boxes to int32
+            if iou.max() > 0:
+                chosen[int(np.argmax(iou))] = True
+    if points is not None:
+        pts = _numbers(points, "points", "[x, y]")
+        pts, lab = validate_points(pts[None] if pts.ndim == 1 else pts, labels, segments.image_size)
+        hit = [_hits(segments, int(x), int(y)) for x, y in pts.astype(np.int64)]
+        picked = np.zeros(len(segments), dtype=bool) if (lab == 1).any() else np.ones(len(segments), dtype=bool)
+        for k_hits, label in zip(hit, lab):
+            if label == 1:
+                picked[k_hits] = True
+        for k_hits, label in zip(hit, lab):
+            if label == 0:
+                picked[k_hits] = False  # a background point wins, whatever the order of the points
+        chosen |= picked
+    if texts is not None:
+        from .text import select_by_text
+
+        if image is None or scorer is None:
+            raise FastSAMError("text prompts need the image and a CLIP scorer")
+        for idx in select_by_text(segments, image, texts, scorer):
+            chosen[idx] = True
+    return np.flatnonzero(chosen).astype(np.int64)
