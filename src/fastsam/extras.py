@@ -11,7 +11,14 @@ from .errors import FastSAMError
 __all__ = ["installed", "require"]
 
 #: module -> extra of ``pip install 'fastsam[...]'`` that provides it
-EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "openvino": "openvino", "nncf": "openvino"}
+EXTRAS = {
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "av": "video",
+    "scipy": "video",
+}
 
 
 def installed(module: str) -> bool:

@@ -76,11 +76,13 @@ def overlay(
     contours: bool = True,
     color: tuple[int, int, int] | None = None,
     seed: int = 0,
+    colors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw masks over an (H, W, 3) uint8 RGB image; returns a new RGB image.
 
     Where masks overlap the smallest one is shown (as in the original's plot). ``color`` gives all
-    masks one colour; otherwise each mask gets a random colour from ``seed``.
+    masks one colour; ``colors`` ((N, 3) uint8) one colour per mask (e.g. per track id, so that an
+    object keeps its colour across video frames); otherwise each mask gets a random colour from ``seed``.
     """
     _check_size(image, segments.image_size)
     edge = None
@@ -89,7 +91,10 @@ def overlay(
         for crop, (r0, _r1, c0, _c1) in zip(segments.crops, segments.regions):
             _draw_contours(edge, crop, (int(c0), int(r0)))
         edge = _thicken(edge)
-    return _blend(image, segments.label_map(), _colors(len(segments), color, seed), edge)
+    palette = _colors(len(segments), color, seed)
+    if colors is not None:
+        palette[1:] = np.asarray(colors, dtype=np.float32).reshape(len(segments), 3)
+    return _blend(image, segments.label_map(), palette, edge)
 
 
 def overlay_masks(
