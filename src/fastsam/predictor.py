@@ -221,3 +221,29 @@ class FastSAM:
                 raise FastSAMError("no image given")
             return results[0]
         return results
+
+    def stream(
+        self,
+        source: str | Path,
+        track: bool = False,
+        vid_stride: int = 1,
+        start: float | None = None,
+        end: float | None = None,
+        tracker: Any = None,
+        imgsz: int | None = None,
+        conf: float = 0.4,
+        iou: float = 0.9,
+        retina_masks: bool = True,
+        max_det: int = 300,
+    ) -> Any:
+        """Everything mode on each selected frame of a video, URL (``rtsp://`` ...) or frame directory:
+        yields a `fastsam.video.StreamFrame` per frame (index, time in s, Segments, ``track_ids``
+        (N,) int64 with ``track=True``, else None). ``vid_stride`` keeps every N-th frame,
+        ``start``/``end`` are seconds; ``tracker`` is a `fastsam.track.TrackerConfig`. Frames are
+        decoded ahead in a thread, a few at a time. Needs the 'video' extra (PyAV, scipy)."""
+        from .video.stream import stream
+
+        cfg = PredictConfig(
+            imgsz=imgsz or self.default_imgsz, conf=conf, iou=iou, retina_masks=retina_masks, max_det=max_det
+        )
+        return stream(self._segment_rgb, source, cfg, track, vid_stride, start, end, tracker)

@@ -46,7 +46,7 @@ def _unique_stem(name: str, used: set[str]) -> str:
     return candidate
 
 
-def plan_outputs(items: list[tuple[str, Any]], out: Path) -> list[str]:
+def plan_outputs(items: list[tuple[str, Any]], out: Path, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> list[str]:
     """Output stems for ``items`` ((name, source) pairs, in order); raise :class:`FastSAMError` if an
     output file would be one of the input files (same resolved path, or the same file by device and
     inode: hard links, case-insensitive file systems). Checked before any work, so a refused run
@@ -65,7 +65,7 @@ def plan_outputs(items: list[tuple[str, Any]], out: Path) -> list[str]:
             except OSError:  # a missing input is reported when it is loaded
                 pass
     for stem in stems:
-        for suffix in OUTPUT_SUFFIXES:
+        for suffix in suffixes:
             target = out / f"{stem}{suffix}"
             hit = by_path.get(target.resolve())
             if hit is None and target.exists():
@@ -118,7 +118,11 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     from ..devices import resolve_device
     from ..io.images import iter_sources
     from ..predictor import FastSAM
+    from ._video import run_videos, split_videos
 
+    if videos := split_videos(args):  # videos, streams, frame directories: OUT/<stem>.jsonl and .mp4
+        rc = run_videos(args, videos, handle)
+        return max(rc, run_images(args, handle)) if args.sources else rc
     _options(args, PredictConfig().imgsz)  # bad options fail before the model is loaded
     resolve_device(args.device)
     if args.max_pixels > (Image.MAX_IMAGE_PIXELS or 0):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._parser_video import add_video_options
 from ._values import (
     DEFAULT_MAX_IMGSZ,
     DEFAULT_MAX_PIXELS,
@@ -91,6 +92,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    add_video_options(p)
 
 
 _MODEL_HELP = "weight file or exported model (.onnx, OpenVINO directory); default: the shipped demo model"
