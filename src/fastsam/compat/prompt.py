@@ -7,12 +7,16 @@
     ann = prompt.point_prompt(points=[[620, 360]], pointlabel=[1])
     prompt.plot(annotations=ann, output_path="out/dog.jpg")
 
-Differences from the original, on purpose: annotations are numpy bool arrays (K, H, W) at original
-resolution (the original returned torch tensors or numpy depending on the call); ``box_prompt``
-returns one mask per box in the order given (the original lost the order); out-of-range
-coordinates raise ``FastSAMError``; ``text_prompt`` uses local CLIP weights (``clip_weights=``)
-or, like ``fastsam prompt --text``, the shipped demo CLIP when none are given; nothing is
-downloaded; colours are right for every input kind.
+Return types are the original's: ``everything_prompt()`` a float32 0/1 torch tensor (N, H, W) on
+the model's device, ``box_prompt()`` a float32 numpy array (K, H, W), ``point_prompt()`` and
+``text_prompt()`` a bool numpy array (1, H, W); every prompt returns ``[]`` when nothing was
+segmented. ``img`` is the image (RGB for paths and Pillow images, the array as given otherwise)
+and ``results`` the everything-mode results as a list of ultralytics-shaped ``Results``.
+
+Differences from the original, on purpose: ``box_prompt`` keeps the boxes' order when it drops
+repeated masks (the original's set lost it); out-of-range coordinates raise ``FastSAMError``;
+``text_prompt`` uses local CLIP weights (``clip_weights=``) or, like ``fastsam prompt --text``, the
+shipped demo CLIP when none are given; nothing is downloaded; colours are right for every input kind.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import torch
 
-from .errors import FastSAMError
-from .io.images import load_image
-from .prompts import select_by_boxes, select_by_points
-from .results import Segments
-from .viz import draw_prompts, overlay_masks
+from ..errors import FastSAMError
+from ..io.images import load_image
+from ..prompts import select_by_boxes, select_by_points
+from ..results import Segments
+from ..results_ultralytics import Results
+from ..viz import draw_prompts, overlay_masks
 
 __all__ = ["FastSAMPrompt"]
 
@@ -38,59 +44,87 @@ class FastSAMPrompt:
     def __init__(
         self,
         image: Any,
-        results: Segments | Sequence[Segments] | None,
+        results: Segments | Results | Sequence[Segments | Results] | None,
         device: str = "cpu",
         clip_weights: str | Path | None = None,
         clip_model: str = "ViT-B-32",
     ) -> None:
         self.image = load_image(image)  # RGB
+        self._image_path = Path(image).resolve() if isinstance(image, (str, Path)) else None
         if isinstance(results, (list, tuple)):
             results = results[0] if results else None
-        # a list or tuple of results was unwrapped above: what is left is one result or None
-        self.results = cast("Segments | None", results)
+        if isinstance(results, Results):
+            results = results.segments
+        # a list, tuple or Results was unwrapped above: what is left is one Segments or None
+        self.segments = cast("Segments | None", results)
         self.device = device
         self.clip_weights = clip_weights
         self.clip_model = clip_model
-        if self.results is not None and tuple(self.results.image_size) != self.image.shape[:2]:
-            raise FastSAMError(f"image size {self.image.shape[:2]} differs from the results' {self.results.image_size}")
+        if self.segments is not None and tuple(self.segments.image_size) != self.image.shape[:2]:
+            raise FastSAMError(
+                f"image size {self.image.shape[:2]} differs from the results' {self.segments.image_size}"
+            )
 
-    def _empty(self) -> np.ndarray:
-        return np.zeros((0, *self.image.shape[:2]), dtype=bool)
+    @property
+    def img(self) -> np.ndarray:
+        """The image as the original keeps it: (H, W, 3) uint8 (RGB for paths and Pillow images)."""
+        return self.image
 
-    def everything_prompt(self) -> np.ndarray:
-        """All masks, (N, H, W) bool, in score order."""
-        return self._empty() if self.results is None else self.results.masks
+    @property
+    def ori_img(self) -> np.ndarray:
+        """The image in BGR, as the original's early versions kept it (``cv2.imread``)."""
+        return np.ascontiguousarray(self.image[..., ::-1])
+
+    @property
+    def results(self) -> list[Results] | None:
+        """The everything-mode results, as the original's list of Results (None if none were given)."""
+        if self.segments is None:
+            return None
+        return [Results.from_rgb(self.segments, self.image, device=_torch_device(self.device))]
+
+    def _nothing(self) -> bool:
+        return self.segments is None or len(self.segments) == 0
+
+    def everything_prompt(self) -> torch.Tensor | list[Any]:
+        """All masks, (N, H, W) float32 0/1 torch tensor in score order (``[]`` if none)."""
+        if self.segments is None or len(self.segments) == 0:
+            return []
+        return torch.from_numpy(self.segments.masks.astype(np.float32)).to(_torch_device(self.device))
 
     def box_prompt(
         self, bbox: Sequence[float] | None = None, bboxes: Sequence[Sequence[float]] | None = None
-    ) -> np.ndarray:
-        """Per box (xyxy, original pixels) the mask with the highest IoU with it: (K, H, W) bool."""
-        if self.results is None:
-            return self._empty()
+    ) -> np.ndarray | list[Any]:
+        """Per box (xyxy, original pixels) the mask with the highest IoU with it: (K, H, W) float32,
+        one mask per distinct choice, in the order of the boxes (``[]`` if nothing was segmented)."""
         boxes = [bbox] if bboxes is None else list(bboxes)
         if boxes == [None]:
             raise FastSAMError("box_prompt needs bbox=[x1, y1, x2, y2] or bboxes=[[...], ...]")
-        idx = select_by_boxes(self.results, cast("list[Sequence[float]]", boxes))  # [None] was refused above
-        return np.stack([self.results.mask(int(k)) if k >= 0 else np.zeros(self.results.image_size, bool) for k in idx])
+        if self.segments is None or len(self.segments) == 0:
+            return []
+        seg = self.segments
+        idx = select_by_boxes(seg, cast("list[Sequence[float]]", boxes))  # [None] was refused above
+        picked = list(dict.fromkeys(int(k) for k in idx))  # repeated choices once, boxes' order kept
+        # a box that overlaps no mask gets an empty mask (the original's argmax would take mask 0)
+        return np.stack([seg.mask(k) if k >= 0 else np.zeros(seg.image_size, bool) for k in picked]).astype(np.float32)
 
-    def point_prompt(self, points: Sequence[Sequence[float]], pointlabel: Sequence[int]) -> np.ndarray:
+    def point_prompt(self, points: Sequence[Sequence[float]], pointlabel: Sequence[int]) -> np.ndarray | list[Any]:
         """The original's merged mask for foreground (1) / background (0) points: (1, H, W) bool."""
-        if self.results is None:
-            return self._empty()
-        return select_by_points(self.results, points, pointlabel).mask[None]
+        if self.segments is None or len(self.segments) == 0:
+            return []
+        return select_by_points(self.segments, points, pointlabel).mask[None]
 
-    def text_prompt(self, text: str, clip_weights: str | Path | None = None) -> np.ndarray:
+    def text_prompt(self, text: str, clip_weights: str | Path | None = None) -> np.ndarray | list[Any]:
         """The mask whose crop CLIP finds most similar to ``text``: (1, H, W) bool.
 
         CLIP weights: ``clip_weights`` here, else the constructor's, else the shipped demo CLIP (the
         CLI's default too; it knows only synthetic scenes: pass a real CLIP for photographs)."""
-        from .text import get_scorer, select_by_text
+        from ..text import get_scorer, select_by_text
 
-        if self.results is None:
-            return self._empty()
+        if self.segments is None or len(self.segments) == 0:
+            return []
         weights = clip_weights or self.clip_weights
         if weights is None:
-            from .weights import default_clip_path
+            from ..weights import default_clip_path
 
             try:
                 weights = default_clip_path()
@@ -99,15 +133,14 @@ class FastSAMPrompt:
                     f"text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH) ({exc})"
                 ) from exc
         scorer = get_scorer(weights, self.clip_model, self.device)
-        idx = select_by_text(self.results, self.image, [text], scorer)[0]
+        idx = select_by_text(self.segments, self.image, [text], scorer)[0]
         if idx.size == 0:
-            return self._empty()
-        return self.results.mask(int(idx[0]))[None]
+            return []
+        return self.segments.mask(int(idx[0]))[None]
 
-    def plot(
+    def plot_to_result(
         self,
         annotations: Any,
-        output_path: str | Path,
         bboxes: Sequence[Sequence[float]] | None = None,
         points: Sequence[Sequence[float]] | None = None,
         point_label: Sequence[int] | None = None,
@@ -115,13 +148,12 @@ class FastSAMPrompt:
         better_quality: bool = True,
         retina: bool = False,
         withContours: bool = True,
-    ) -> None:
-        """Write the image with ``annotations`` ((K, H, W) masks) drawn over it to ``output_path``.
+    ) -> np.ndarray:
+        """The image with ``annotations`` ((K, H, W) masks: tensor, array, list of dicts or ``[]``)
+        drawn over it, as an (H, W, 3) uint8 RGB array at the original resolution.
 
         ``retina`` is accepted for compatibility; masks are always at original resolution.
         """
-        from PIL import Image
-
         masks = _as_masks(annotations, self.image.shape[:2])
         if better_quality and len(masks):
             import cv2
@@ -137,10 +169,44 @@ class FastSAMPrompt:
             ).astype(bool)
         color = None if mask_random_color else (30, 144, 255)
         out = overlay_masks(self.image, masks, contours=withContours, color=color)
-        out = draw_prompts(out, points=points, labels=point_label, boxes=bboxes)
+        return draw_prompts(out, points=points, labels=point_label, boxes=bboxes)
+
+    def plot(
+        self,
+        annotations: Any,
+        output_path: str | Path,
+        bboxes: Sequence[Sequence[float]] | None = None,
+        points: Sequence[Sequence[float]] | None = None,
+        point_label: Sequence[int] | None = None,
+        mask_random_color: bool = True,
+        better_quality: bool = True,
+        retina: bool = False,
+        withContours: bool = True,
+    ) -> None:
+        """Write :meth:`plot_to_result` to ``output_path`` (atomically; never over the input image)."""
+        from PIL import Image
+
+        from ..io.atomic import atomic_path
+
+        out = self.plot_to_result(
+            annotations, bboxes, points, point_label, mask_random_color, better_quality, retina, withContours
+        )
         path = Path(output_path)
+        if self._image_path is not None and path.resolve() == self._image_path:
+            raise FastSAMError(f"{path}: the plot would replace the input image")
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(out).save(path)
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise FastSAMError(f"{path}: unknown image format {path.suffix!r} (use .png or .jpg)")
+        with atomic_path(path) as tmp:
+            Image.fromarray(out).save(tmp, format=fmt)
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    """The prompt's device, checked as everywhere in fastsam (a missing GPU is a clear error)."""
+    from ..devices import resolve_device
+
+    return resolve_device(device)
 
 
 def _as_masks(annotations: Any, size: tuple[int, int]) -> np.ndarray:
