@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Detections", "FastSAM", "select_detections"]
 
 CLASS_OFFSET = 7680  # separates classes in NMS when a model has several (FastSAM has one)
+POST_MODES = ("auto", "kernels", "device")  # FastSAM(post=...): where post-processing runs
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,12 @@ class FastSAM:
             differs slightly). Defaults to ``fuse``: the fast path, or the bit-exact plain one.
         cache_size: number of (image, options) results kept, so that prompts on the same image
             reuse one forward pass.
-        half: bf16 network inference on the openvino backend, on CPUs with bf16 units (about 3x
-            faster there; masks differ from fp32 by bf16 rounding). Post-processing stays fp32.
+        half: half-precision network: fp16 on the torch backend with a CUDA device; bf16 on the
+            openvino backend, on CPUs with bf16 units (about 3x faster there). Masks differ from
+            fp32 by that rounding. Post-processing stays fp32.
+        post: where post-processing runs: "kernels" (on the host, the C kernels), "device" (in
+            torch on the network's device, :mod:`fastsam.ops.device_post`; same masks up to float
+            rounding of the logits), "auto": kernels on the CPU, device elsewhere.
 
     Call it like the original: ``FastSAM("FastSAM-x.pt")(image, imgsz=1024, conf=0.4, iou=0.9,
     retina_masks=True, max_det=300)``. ``imgsz`` defaults to the size recorded in a fastsam weight
@@ -97,7 +102,11 @@ class FastSAM:
         channels_last: bool | None = None,
         backend: str | None = None,
         half: bool = False,
+        post: str = "auto",
     ) -> None:
+        if post not in POST_MODES:
+            raise FastSAMError(f"post must be one of {', '.join(POST_MODES)}; got {post!r}")
+        self.post_mode = post
         self.device = resolve_device(device)
         if weights is None:
             from .weights import default_model_path
@@ -112,6 +121,14 @@ class FastSAM:
         self.strides = self.backend.strides
         self._cache: OrderedDict[tuple[str, PredictConfig], Segments] = OrderedDict()
         self._cache_size = cache_size
+        self.provenance["post"] = self.post
+
+    @property
+    def post(self) -> str:
+        """Where post-processing runs now: "kernels" or "device" (``post="auto"`` follows the device)."""
+        if self.post_mode != "auto":
+            return self.post_mode
+        return "kernels" if self.device.type == "cpu" else "device"
 
     @property
     def network(self) -> torch.nn.Module:
@@ -156,6 +173,21 @@ class FastSAM:
 
     def postprocess(self, preds: Tensor, protos: Tensor, geom: Letterbox, cfg: PredictConfig) -> Segments:
         """One image: decoded predictions (4 + nc + nm, A) and protos (nm, mh, mw) -> Segments."""
+        if self.post == "device":
+            from .ops.device_post import postprocess_batch
+
+            out = postprocess_batch(
+                preds[None],
+                protos[None],
+                [geom],
+                self.config.num_classes,
+                cfg.conf,
+                cfg.iou,
+                cfg.max_det,
+                cfg.retina_masks,
+            ).to_host()[0]
+            return Segments.from_crops(geom.orig_size, out.boxes, out.scores, out.crops)
+        preds, protos = preds.cpu(), protos.cpu()
         det = select_detections(preds.float(), self.config.num_classes, cfg)
         if det.boxes.shape[0] == 0:
             return Segments.empty(geom.orig_size)

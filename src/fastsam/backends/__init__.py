@@ -94,7 +94,8 @@ def open_backend(
 
     A weight file with ``backend="onnxruntime"`` or ``"openvino"`` is exported to a dynamic-shape
     graph in memory first (seconds; nothing is written beside it). Exported graphs run on the CPU.
-    ``half``: bf16 inference, on the openvino backend (CPUs with bf16 units) only for now.
+    ``half``: fp16 network on the torch backend with a CUDA device; bf16 on the openvino backend
+    (CPUs with bf16 units). Refused elsewhere.
     """
     if backend is not None and backend not in BACKENDS:
         raise FastSAMError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -110,7 +111,7 @@ def open_backend(
     wanted = backend or {"weights": "torch", "onnx": "onnxruntime", "openvino": "openvino"}[kind]
     if wanted != "torch" and device.type != "cpu":
         raise FastSAMError(f"backend {wanted} runs on the CPU here; got device {device} (use backend='torch')")
-    if half and wanted != "openvino":
+    if half and wanted != "openvino" and not (wanted == "torch" and device.type == "cuda"):
         raise FastSAMError(
             f"half precision is offered on the openvino backend (bf16 on CPUs that have it); backend {wanted} "
             "runs fp32 (use backend='openvino', or drop half)"
@@ -118,7 +119,7 @@ def open_backend(
     if wanted == "torch":
         from .pytorch import TorchBackend
 
-        return TorchBackend(model, device, fuse=fuse, channels_last=channels_last)
+        return TorchBackend(model, device, fuse=fuse, channels_last=channels_last, half=half)
     if wanted == "onnxruntime":
         from .ort import OrtBackend
 

@@ -21,7 +21,15 @@ from torch import Tensor
 from . import _native
 from .letterbox import Letterbox
 
-__all__ = ["AxisTable", "MaskCrops", "assemble_input_frame", "assemble_retina", "bilinear_table"]
+__all__ = [
+    "AxisTable",
+    "MaskCrops",
+    "assemble_input_frame",
+    "assemble_retina",
+    "bilinear_table",
+    "input_frame_tables",
+    "retina_tables",
+]
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,29 @@ def _pixel_range(lo: float, hi: float, size: int) -> tuple[int, int]:
     return a, max(a, b)
 
 
+def retina_tables(mh: int, mw: int, geom: Letterbox) -> tuple[AxisTable, AxisTable, tuple[int, int, int, int]]:
+    """Bilinear tables of the retina path: prototype rows/cols (relative to the un-padded cut) of each
+    original-image row/col, and the cut (top, bottom, left, right) in prototype pixels."""
+    h0, w0 = geom.orig_size
+    gain = min(mh / h0, mw / w0)
+    pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
+    top, left = int(pad_h), int(pad_w)
+    bottom, right = int(mh - pad_h), int(mw - pad_w)
+    return bilinear_table(bottom - top, h0), bilinear_table(right - left, w0), (top, bottom, left, right)
+
+
+def input_frame_tables(mh: int, mw: int, geom: Letterbox) -> tuple[AxisTable, AxisTable]:
+    """Tables of the input-frame path: for each original-image row/col, the prototype rows/cols that
+    the bilinear upsampling to the input frame reads at its nearest input pixel."""
+    h_in, w_in = geom.input_size
+    h0, w0 = geom.orig_size
+    (rh, rw), (top, left) = geom.resized, geom.pad
+    # original pixel centre -> nearest input pixel inside the resized (un-padded) image
+    ys = np.minimum(np.floor((np.arange(h0) + 0.5) * rh / h0).astype(np.int64), rh - 1) + top
+    xs = np.minimum(np.floor((np.arange(w0) + 0.5) * rw / w0).astype(np.int64), rw - 1) + left
+    return bilinear_table(mh, h_in)[ys], bilinear_table(mw, w_in)[xs]
+
+
 def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: Letterbox) -> MaskCrops:
     """Masks at original resolution (the original's ``retina_masks=True`` path).
 
@@ -186,12 +217,7 @@ def assemble_retina(protos: Tensor, coefficients: Tensor, boxes: Tensor, geom: L
     """
     _nm, mh, mw = protos.shape
     h0, w0 = geom.orig_size
-    gain = min(mh / h0, mw / w0)
-    pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
-    top, left = int(pad_h), int(pad_w)
-    bottom, right = int(mh - pad_h), int(mw - pad_w)
-    row_table = bilinear_table(bottom - top, h0)
-    col_table = bilinear_table(right - left, w0)
+    row_table, col_table, (top, bottom, left, right) = retina_tables(mh, mw, geom)
     jobs: list[Job] = []
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         r0, r1 = _pixel_range(y1, y2, h0)
@@ -213,13 +239,7 @@ def assemble_input_frame(protos: Tensor, coefficients: Tensor, boxes_in: Tensor,
     """
     _nm, mh, mw = protos.shape
     h_in, w_in = geom.input_size
-    h0, w0 = geom.orig_size
-    (rh, rw), (top, left) = geom.resized, geom.pad
-    # original pixel centre -> nearest input pixel inside the resized (un-padded) image
-    ys = np.minimum(np.floor((np.arange(h0) + 0.5) * rh / h0).astype(np.int64), rh - 1) + top
-    xs = np.minimum(np.floor((np.arange(w0) + 0.5) * rw / w0).astype(np.int64), rw - 1) + left
-    row_table = bilinear_table(mh, h_in)[ys]
-    col_table = bilinear_table(mw, w_in)[xs]
+    row_table, col_table = input_frame_tables(mh, mw, geom)
     sy, sx = mh / h_in, mw / w_in
     jobs: list[Job] = []
     for k, (x1, y1, x2, y2) in enumerate(boxes_in.tolist()):
