@@ -12,7 +12,7 @@ import pytest
 import fastsam
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-COMMANDS = ["segment", "prompt", "convert", "synth", "val", "train", "export", "serve"]
+COMMANDS = ["segment", "prompt", "convert", "synth", "val", "train", "export", "serve", "zeroshot", "edges"]
 
 
 def _help(*argv: str) -> str:

@@ -28,6 +28,7 @@ from .nn.model import FastSAMNet
 from .ops.boxes import MAX_NMS_CANDIDATES, nms_first_k, snap_and_expand_full_boxes, xywh_to_xyxy
 from .ops.letterbox import Letterbox, letterbox
 from .ops.masks import assemble_input_frame, assemble_retina
+from .ops.soft_masks import SoftMasks, retina_probabilities
 from .results import Segments
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class FastSAM:
             self._cache.popitem(last=False)
         return result
 
-    def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
+    def _forward_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> tuple[Tensor, Tensor, Letterbox]:
         shape = self.backend.shape
         if shape is not None and cfg.input_size != max(shape):
             raise FastSAMError(
@@ -169,7 +170,22 @@ class FastSAM:
             )
         x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=shape)
         preds, protos = self.forward(x)
-        return self.postprocess(preds[0].cpu(), protos[0].cpu(), geom, cfg)
+        return preds[0].cpu(), protos[0].cpu(), geom
+
+    def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
+        return self.postprocess(*self._forward_rgb(rgb, cfg), cfg)
+
+    def probabilities(self, image: ImageSource, config: PredictConfig | None = None) -> SoftMasks:
+        """Everything mode, soft: the same detections as :meth:`segment` (retina frame), each with the
+        sigmoid of its mask logits inside its box instead of the thresholded mask (not cached)."""
+        cfg = config or PredictConfig(imgsz=self.default_imgsz)
+        preds, protos, geom = self._forward_rgb(load_image(image), cfg)
+        det = select_detections(preds.float(), self.config.num_classes, cfg)
+        if det.boxes.shape[0] == 0:
+            return SoftMasks.empty(geom.orig_size)
+        boxes = geom.boxes_to_original(snap_and_expand_full_boxes(det.boxes, geom.input_size))
+        regions, probs = retina_probabilities(protos, det.coefficients, boxes, geom)
+        return SoftMasks(geom.orig_size, boxes.numpy(), det.scores.numpy(), regions, tuple(probs))
 
     def postprocess(self, preds: Tensor, protos: Tensor, geom: Letterbox, cfg: PredictConfig) -> Segments:
         """One image: decoded predictions (4 + nc + nm, A) and protos (nm, mh, mw) -> Segments."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._parser_video import add_video_options
+from ._parser_zeroshot import add_zeroshot_parsers
 from ._values import (
     DEFAULT_MAX_IMGSZ,
     DEFAULT_MAX_PIXELS,
@@ -371,4 +372,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_other_commands(sub)
     _add_export_parser(sub)
     _add_serve_parser(sub)
+    add_zeroshot_parsers(sub)
     return parser
