@@ -89,11 +89,14 @@ def mask_ap(
     """Mask AP of ``results`` on ``image_ids``: pycocotools' stats[0:6] or lvis' results (see the module docstring)."""
     if not results:
         raise FastSAMError("no masks to evaluate (the detections hold no box inside an evaluated image)")
+    # without "bbox" both loaders take a result as a mask: area and box from the RLE (lvis would
+    # otherwise give a mask the area of its box)
+    results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
     if lvis:
         lvis_mod = need("lvis")
         gt = lvis_api(dataset)
         with lvis_numpy():
-            res = lvis_mod.LVISResults(gt, [dict(r) for r in results], max_dets=300)
+            res = lvis_mod.LVISResults(gt, results, max_dets=300)
             ev = lvis_mod.LVISEval(gt, res, "segm")
             ev.params.img_ids = sorted(image_ids)
             ev.evaluate()
@@ -104,7 +107,7 @@ def mask_ap(
 
     gt = coco_api(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes([dict(r) for r in results])
+        dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "segm")
         ev.params.imgIds = sorted(image_ids)
         ev.evaluate()
