@@ -175,7 +175,7 @@ def point_prompt(
             raise FastSAMError(f"point {k} ({points[k][0]}, {points[k][1]}) lies outside the {w}x{h} masks")
     acc = np.zeros((h, w), dtype=np.float64)
     for ann in masks:
-        mask = _mask_of(ann)
+        mask = _mask_of(ann).astype(np.float64)
         for (x, y), label in zip(ipts, pointlabel):
             if mask[y, x] == 1:
                 acc += mask if label == 1 else -mask
