@@ -126,6 +126,7 @@ def test_lost_tracks_are_reidentified_within_max_age_then_forgotten() -> None:
     tracker = Tracker(TrackerConfig(max_age=3))
     obj = rect(50, 50, 30, 30)
     assert tracker.update(frame(obj)).tolist() == [1]
+    assert tracker.update(frame(obj)).tolist() == [1]  # seen twice: min_hits, kept while unseen
     for _ in range(3):  # unseen for max_age frames
         assert tracker.update(frame()).tolist() == []
     assert tracker.update(frame(obj)).tolist() == [1]  # re-identified
@@ -133,23 +134,25 @@ def test_lost_tracks_are_reidentified_within_max_age_then_forgotten() -> None:
         tracker.update(frame())
     assert tracker.track_ids == []
     assert tracker.update(frame(obj)).tolist() == [2]  # a new id; ids are never reused
+    assert tracker.update(frame()).tolist() == []  # track 2 was seen once: forgotten when lost
+    assert tracker.track_ids == []
 
 
 def test_reidentification_follows_the_motion_while_unseen() -> None:
     tracker = Tracker(TrackerConfig(max_age=5))
-    for t in range(4):  # 10 px per frame to the right
-        assert tracker.update(frame(rect(10 + 10 * t, 40, 20, 20))).tolist() == [1]
+    for t in range(4):  # 8 px per frame to the right
+        assert tracker.update(frame(rect(10 + 8 * t, 40, 20, 20))).tolist() == [1]
     for _ in range(3):  # hidden for 3 frames
         tracker.update(frame())
-    # it reappears 40 px from where it was last seen: no overlap with the old mask, but with the prediction
-    assert not (rect(40, 40, 20, 20) & rect(80, 40, 20, 20)).any()
-    assert tracker.update(frame(rect(80, 40, 20, 20))).tolist() == [1]
+    # it reappears 32 px from where it was last seen: no overlap with the old mask, but with the prediction
+    assert not (rect(34, 40, 20, 20) & rect(66, 40, 20, 20)).any()
+    assert tracker.update(frame(rect(66, 40, 20, 20))).tolist() == [1]
     still = Tracker(TrackerConfig(max_age=5, momentum=0.0))  # no motion model: a new track
     for t in range(4):
-        still.update(frame(rect(10 + 10 * t, 40, 20, 20)))
+        still.update(frame(rect(10 + 8 * t, 40, 20, 20)))
     for _ in range(3):
         still.update(frame())
-    assert still.update(frame(rect(80, 40, 20, 20))).tolist() == [2]
+    assert still.update(frame(rect(66, 40, 20, 20))).tolist() == [2]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +161,7 @@ def test_reidentification_follows_the_motion_while_unseen() -> None:
         ({"match_iou": 1.5}, "match_iou"),
         ({"momentum": -0.1}, "momentum"),
         ({"max_age": -1}, "max_age"),
+        ({"min_hits": 0}, "min_hits"),
         ({"birth_score": float("nan")}, "birth_score"),
     ],
 )
@@ -173,3 +177,25 @@ def test_track_colours_are_fixed_per_id_and_differ_between_ids() -> None:
     np.testing.assert_array_equal(a, b)  # a colour depends on the id only, not on its position
     assert len({tuple(c) for c in a}) == 64
     assert a.min() >= 32
+
+
+def test_mask_iou_estimates_large_masks_on_a_grid_and_keeps_small_ones_exact() -> None:
+    from fastsam.ops.crop_iou import mask_iou
+
+    rng = np.random.default_rng(1)
+    h, w = 720, 1280
+    big = []
+    for _ in range(8):  # large masks with a regular 8 px texture, as upsampled masks have
+        m = np.zeros((h, w), bool)
+        y, x = int(rng.integers(0, 400)), int(rng.integers(0, 900))
+        m[y : y + 300, x : x + 360] = True
+        m[y : y + 300 : 8, :] = False
+        big.append(m)
+    small = np.zeros((h, w), bool)
+    small[10:30, 10:30] = True
+    a = Segments.from_masks(np.stack([*big[:4], small]), np.ones(5))
+    b = Segments.from_masks(np.stack([*big[4:], small]), np.ones(5))
+    want = dense_iou(a.masks, b.masks)
+    got = mask_iou(a.regions, a.crops, a.areas, b.regions, b.crops, b.areas, frame_size=(h, w), cache={})
+    assert np.abs(got - want).max() < 0.03  # grid estimate for the large pairs
+    assert got[4, 4] == 1.0  # the small pair is computed exactly

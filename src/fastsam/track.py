@@ -2,8 +2,10 @@
 
 ``Tracker(config).update(segments)`` takes one frame's :class:`~fastsam.results.Segments` (in frame
 order) and returns one persistent id per mask ((N,) int64; -1 for a mask that belongs to no track).
-Association is by mask IoU, computed from the compact crops (only overlapping regions are read:
-:func:`fastsam.ops.crop_iou.crop_iou`), with an optimal (Hungarian) assignment
+Association is by mask IoU, computed from the compact crops (:func:`fastsam.ops.crop_iou.mask_iou`:
+pairs whose regions cannot overlap enough are never read; large masks are compared on a shared
+grid of sample points, small ones pixel by pixel inside the overlap of their regions), with an
+optimal (Hungarian) assignment
 (``scipy.optimize.linear_sum_assignment``, the ``video`` extra):
 
 1. tracks seen in the previous frame are matched to this frame's masks;
@@ -12,7 +14,8 @@ Association is by mask IoU, computed from the compact crops (only overlapping re
    so an object that moved while hidden can still overlap its old mask;
 3. masks left over start new tracks if they are confident, large enough, and not a near-copy of a
    mask already tracked in this frame (everything mode may return two masks of one object);
-4. tracks unseen for more than ``max_age`` frames are forgotten (their ids are never reused).
+4. tracks unseen for more than ``max_age`` frames, or lost before they were seen ``min_hits``
+   times, are forgotten (their ids are never reused).
 
 Coordinates are pixels of the frame, the same for every frame (one video).
 """
@@ -25,7 +28,7 @@ import numpy as np
 
 from .errors import FastSAMError
 from .extras import require
-from .ops.crop_iou import crop_iou
+from .ops.crop_iou import mask_iou
 from .results import Segments
 
 __all__ = ["Tracker", "TrackerConfig", "associate"]
@@ -43,6 +46,9 @@ class TrackerConfig:
         birth_overlap: a mask whose IoU with a mask already tracked in this frame exceeds this does
             not start a track (a duplicate of a tracked object, not a new object).
         max_age: frames a track may go unseen and still be re-identified; then it is forgotten.
+        min_hits: frames a track must have been seen in before it is kept while unseen: a track
+            seen in fewer is forgotten as soon as it is lost (one-frame masks — flicker — do not
+            pile up as lost tracks to re-identify).
         momentum: weight of the newest displacement in the track's velocity (exponential average
             of its region centre's motion per frame); 0 keeps no motion model.
     """
@@ -52,6 +58,7 @@ class TrackerConfig:
     birth_area: int = 64
     birth_overlap: float = 0.7
     max_age: int = 30
+    min_hits: int = 2
     momentum: float = 0.5
 
     def __post_init__(self) -> None:
@@ -62,8 +69,11 @@ class TrackerConfig:
             raise FastSAMError(f"momentum must be in [0, 1], got {self.momentum}")
         if not np.isfinite(self.birth_score):
             raise FastSAMError(f"birth_score must be finite, got {self.birth_score}")
-        if self.birth_area < 0 or self.max_age < 0:
-            raise FastSAMError(f"birth_area and max_age must be >= 0, got {self.birth_area}, {self.max_age}")
+        if self.birth_area < 0 or self.max_age < 0 or self.min_hits < 1:
+            raise FastSAMError(
+                f"birth_area and max_age must be >= 0 and min_hits >= 1, got {self.birth_area}, {self.max_age}, "
+                f"{self.min_hits}"
+            )
 
 
 def associate(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
@@ -113,6 +123,7 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._frame = -1
         self._next_id = 1
+        self._samples: dict = {}
 
     def reset(self) -> None:
         self._tracks, self._frame, self._next_id = [], -1, 1
@@ -127,7 +138,7 @@ class Tracker:
         if not tracks or free.size == 0:
             return []
         cfg = self.config
-        iou = crop_iou(
+        iou = mask_iou(
             np.stack([t.predicted_region(self._frame) for t in tracks]),
             [t.crop for t in tracks],
             np.array([t.area for t in tracks]),
@@ -135,6 +146,8 @@ class Tracker:
             [segments.crops[k] for k in free],
             segments.areas[free],
             min_iou=cfg.match_iou,
+            frame_size=segments.image_size,
+            cache=self._samples,
         )
         return [(tracks[r], int(free[c])) for r, c in associate(iou, cfg.match_iou)]
 
@@ -142,6 +155,7 @@ class Tracker:
         """One frame's masks -> (N,) int64 track ids in mask order (-1: the mask starts no track)."""
         cfg = self.config
         self._frame += 1
+        self._samples = {}  # grid samples of the masks compared in this frame (ops.crop_iou.mask_iou)
         n = len(segments)
         ids = np.full(n, -1, dtype=np.int64)
         recent = [t for t in self._tracks if t.last_seen == self._frame - 1]
@@ -153,7 +167,11 @@ class Tracker:
             self._refresh(track, segments, k)
             ids[k] = track.id
         self._births(segments, ids)
-        self._tracks = [t for t in self._tracks if self._frame - t.last_seen <= cfg.max_age]
+        self._tracks = [
+            t
+            for t in self._tracks
+            if t.last_seen == self._frame or (t.hits >= cfg.min_hits and self._frame - t.last_seen <= cfg.max_age)
+        ]
         return ids
 
     def _refresh(self, track: _Track, segments: Segments, k: int) -> None:
@@ -169,24 +187,27 @@ class Tracker:
         """New tracks for confident, large enough masks that duplicate no tracked mask (score order)."""
         cfg = self.config
         areas = segments.areas
-        candidates = [k for k in range(len(segments)) if ids[k] < 0 and segments.scores[k] >= cfg.birth_score]
-        candidates = [k for k in candidates if areas[k] >= max(cfg.birth_area, 1)]
-        if not candidates:
+        ok = (ids < 0) & (segments.scores >= cfg.birth_score) & (areas >= max(cfg.birth_area, 1))
+        candidates = np.flatnonzero(ok)
+        if candidates.size == 0:
             return
-        tracked = [int(k) for k in np.flatnonzero(ids >= 0)]
-        for k in candidates:  # Segments are in descending score order: the best mask of a pair wins
-            if tracked:
-                overlap = crop_iou(
-                    segments.regions[[k]],
-                    [segments.crops[k]],
-                    areas[[k]],
-                    segments.regions[tracked],
-                    [segments.crops[j] for j in tracked],
-                    areas[tracked],
-                    min_iou=cfg.birth_overlap,
-                )
-                if overlap.max() > cfg.birth_overlap:
-                    continue
+        # IoU of every candidate with every mask that is or may become tracked, in one call
+        others = np.flatnonzero((ids >= 0) | ok)
+        overlap = mask_iou(
+            segments.regions[candidates],
+            [segments.crops[k] for k in candidates],
+            areas[candidates],
+            segments.regions[others],
+            [segments.crops[j] for j in others],
+            areas[others],
+            min_iou=cfg.birth_overlap,
+            frame_size=segments.image_size,
+            cache=self._samples,
+        )
+        tracked = ids[others] >= 0
+        for row, k in enumerate(candidates):  # descending score: the best mask of a pair is born
+            if (overlap[row][tracked] > cfg.birth_overlap).any():
+                continue
             ids[k] = self._next_id
             self._tracks.append(
                 _Track(
@@ -194,4 +215,4 @@ class Tracker:
                 )
             )
             self._next_id += 1
-            tracked.append(k)
+            tracked[np.searchsorted(others, k)] = True

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["crop_iou", "region_overlap"]
+__all__ = ["GRID_POINTS", "MIN_SAMPLES", "crop_iou", "mask_iou", "region_overlap"]
 
 
 def region_overlap(regions_a: np.ndarray, regions_b: np.ndarray) -> np.ndarray:
@@ -53,7 +53,22 @@ def crop_iou(
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = inter_max / (areas_a[:, None] + areas_b[None, :] - inter_max)
     candidates = np.argwhere((inter_max > 0) & (bound >= min_iou))
-    for i, j in candidates:
+    _pairs(out, candidates, regions_a, crops_a, areas_a, regions_b, crops_b, areas_b)
+    return out
+
+
+def _pairs(
+    out: np.ndarray,
+    pairs: np.ndarray,
+    regions_a: np.ndarray,
+    crops_a: Sequence[np.ndarray],
+    areas_a: np.ndarray,
+    regions_b: np.ndarray,
+    crops_b: Sequence[np.ndarray],
+    areas_b: np.ndarray,
+) -> None:
+    """Exact IoU of the (i, j) ``pairs`` into ``out``: only the overlap window of each crop is read."""
+    for i, j in pairs:
         ra, rb = regions_a[i], regions_b[j]
         r0, r1 = max(ra[0], rb[0]), min(ra[1], rb[1])
         c0, c1 = max(ra[2], rb[2]), min(ra[3], rb[3])
@@ -61,4 +76,97 @@ def crop_iou(
         wb = crops_b[j][r0 - rb[0] : r1 - rb[0], c0 - rb[2] : c1 - rb[2]]
         inter = float(np.count_nonzero(wa & wb))
         out[i, j] = inter / (areas_a[i] + areas_b[j] - inter)
+
+
+#: A mask is sampled on a grid of about this many points over the masks' extent ...
+GRID_POINTS = 4096
+#: ... and a pair is estimated from the samples when its smaller mask holds at least this many of them
+MIN_SAMPLES = 16
+
+
+def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray, origin: tuple[int, int],
+             shape: tuple[int, int], step: int, cache: dict | None) -> np.ndarray:  # fmt: skip
+    """(N, cells) float32: mask ``k`` (for ``keep[k]``, else zeros) read at one point per grid cell
+    of ``step`` x ``step`` pixels from ``origin``; the same absolute points for every mask.
+
+    Each point sits at a fixed pseudo-random place inside its cell (stratified sampling): a regular
+    lattice would alias with the regular structure of upsampled masks (retina masks are bilinear
+    upsamplings of a 4x-coarser map: a lattice of 4 or 8 px at the usual sizes). ``cache`` keeps
+    each mask's samples by (crop identity, position, grid) for further calls on the same grid."""
+    jitter = np.random.default_rng(0).integers(0, step, size=(2, *shape))
+    rows = origin[0] + np.arange(shape[0])[:, None] * step + jitter[0]  # (cells_h, cells_w) absolute
+    cols = origin[1] + np.arange(shape[1])[None, :] * step + jitter[1]
+    out = np.zeros((len(crops), *shape), dtype=np.float32)
+    for k in np.flatnonzero(keep).tolist():
+        r0, r1, c0, c1 = (int(v) for v in regions[k])
+        key = (id(crops[k]), r0, c0, step, origin, shape)
+        if cache is not None and key in cache:
+            i0, j0, block = cache[key]
+        else:
+            i0, i1 = max(0, (r0 - origin[0]) // step), min(shape[0], -(-(r1 - origin[0]) // step))
+            j0, j1 = max(0, (c0 - origin[1]) // step), min(shape[1], -(-(c1 - origin[1]) // step))
+            rr, cc = rows[i0:i1, j0:j1], cols[i0:i1, j0:j1]
+            inside = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
+            block = np.zeros(rr.shape, dtype=np.float32)
+            block[inside] = crops[k][rr[inside] - r0, cc[inside] - c0]
+            if cache is not None:
+                cache[key] = (i0, j0, block)
+        out[k, i0 : i0 + block.shape[0], j0 : j0 + block.shape[1]] = block
+    return out.reshape(len(crops), -1)
+
+
+def mask_iou(
+    regions_a: np.ndarray,
+    crops_a: Sequence[np.ndarray],
+    areas_a: np.ndarray,
+    regions_b: np.ndarray,
+    crops_b: Sequence[np.ndarray],
+    areas_b: np.ndarray,
+    min_iou: float = 0.0,
+    frame_size: tuple[int, int] | None = None,
+    cache: dict | None = None,
+) -> np.ndarray:
+    """(Na, Nb) float64 mask IoU like :func:`crop_iou`, fast when masks are many and large.
+
+    Pairs that cannot reach ``min_iou`` (region bound) are 0. Pairs whose smaller mask covers at
+    least ``MIN_SAMPLES`` points of a regular grid (about ``GRID_POINTS`` points over the extent of
+    all regions, the same absolute pixels for every mask) get the IoU of the masks read at those
+    points — one matrix product for all of them, a relative error of a few percent; smaller masks
+    are computed exactly from their crops. (300 x 300 masks of 720p everything mode: tens of
+    milliseconds instead of seconds.) With ``frame_size`` (H, W) the grid covers that frame (parts
+    of regions outside it are not sampled) and is the same in every call, so a ``cache`` dict
+    shared by the calls of one frame samples each mask once.
+    """
+    areas_a = np.asarray(areas_a, dtype=np.float64).reshape(-1)
+    areas_b = np.asarray(areas_b, dtype=np.float64).reshape(-1)
+    out = np.zeros((areas_a.size, areas_b.size), dtype=np.float64)
+    if out.size == 0:
+        return out
+    regions_a = np.asarray(regions_a, dtype=np.int64).reshape(-1, 4)
+    regions_b = np.asarray(regions_b, dtype=np.int64).reshape(-1, 4)
+    if frame_size is not None:
+        r_org, c_org, extent = 0, 0, (int(frame_size[0]), int(frame_size[1]))
+    else:
+        both = np.concatenate([regions_a, regions_b])
+        r_org, c_org = int(both[:, 0].min()), int(both[:, 2].min())
+        extent = (int(both[:, 1].max()) - r_org, int(both[:, 3].max()) - c_org)
+    step = max(1, int(np.ceil(np.sqrt(extent[0] * extent[1] / GRID_POINTS))))
+    big_a, big_b = areas_a >= MIN_SAMPLES * step**2, areas_b >= MIN_SAMPLES * step**2
+    window = region_overlap(regions_a, regions_b).astype(np.float64)
+    inter_max = np.minimum(np.minimum(areas_a[:, None], areas_b[None, :]), window)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        possible = (inter_max > 0) & (inter_max / (areas_a[:, None] + areas_b[None, :] - inter_max) >= min_iou)
+    sampled = possible & big_a[:, None] & big_b[None, :]
+    if step > 1 and sampled.any():
+        shape = (-(-extent[0] // step), -(-extent[1] // step))
+        sa = _sampled(regions_a, crops_a, big_a & sampled.any(1), (r_org, c_org), shape, step, cache)
+        sb = _sampled(regions_b, crops_b, big_b & sampled.any(0), (r_org, c_org), shape, step, cache)
+        inter = sa @ sb.T  # sample counts of every intersection (exact integers in float32 up to 2**24)
+        union = sa.sum(1)[:, None] + sb.sum(1)[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            est = np.where(union > 0, inter / union, 0.0)
+        out[sampled] = est[sampled]
+    else:
+        sampled[:] = False
+    _pairs(out, np.argwhere(possible & ~sampled), regions_a, crops_a, areas_a, regions_b, crops_b, areas_b)
     return out
