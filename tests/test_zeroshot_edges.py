@@ -208,3 +208,26 @@ def test_unreadable_image_is_a_counted_skip(tmp_path: Path) -> None:
     m = evaluate_edges(root, tmp_path / "o", predictor=Blank())
     assert m is not None and m["images"] == 1 and m["skipped"] == 1 and m["skipped_files"] == [ids[1]]
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["skipped"] == 1
+
+
+@pytest.mark.parametrize("task", ["edges", "proposals", "instances"])
+def test_zeroshot_page_shows_each_task_help(task: str) -> None:
+    import re
+
+    from test_docs import DOCS, _help
+
+    text = (DOCS / "cli" / "zeroshot.md").read_text()
+    shown = re.search(rf"Output of `fastsam zeroshot {task} --help`:\n\n```text\n(.*?)\n```", text, re.S)
+    assert shown and shown.group(1).strip() == _help("zeroshot", task), f"paste `fastsam zeroshot {task} --help`"
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from fastsam.errors import FastSAMError
+    from fastsam.zeroshot import _deps
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(FastSAMError, match=r"skimage is not installed: pip install 'fastsam\[zeroshot\]'"):
+        _deps.need("skimage.morphology")
