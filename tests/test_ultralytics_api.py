@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE, run_script
+from PIL import Image
 
 from fastsam import FastSAM, FastSAMError, Segments
 from fastsam.compat import FastSAM as UltraFastSAM
@@ -186,3 +187,23 @@ def test_compat_fastsam_is_ultralytics_shaped(small_ckpt, ultra_assets) -> None:
         model(str(path), imgsz=320, tracker="bytetrack.yaml")
     with pytest.raises(FastSAMError, match="save=True"):
         model(str(path), imgsz=320, save=True)
+
+
+def test_texts_in_the_call_use_local_clip_weights() -> None:
+    """``texts=`` picks, per text, the mask CLIP ranks first (here the shipped demo model and CLIP)."""
+    from fastsam.text import get_scorer, select_by_text
+    from fastsam.weights import default_clip_path
+
+    image = str(Path(__file__).resolve().parents[1] / "examples" / "shapes.jpg")
+    model = FastSAM()
+    seg = model(image)
+    texts = ["a red star", "a blue ellipse"]
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    expected = sorted({int(i[0]) for i in select_by_text(seg, rgb, texts, get_scorer(default_clip_path()))})
+    r = model(image, texts=texts)[0]
+    assert len(expected) >= 1 and np.array_equal(r.segments.scores, seg.scores[expected])
+    assert torch.equal(r.masks.data.bool(), torch.from_numpy(seg.masks[expected]))
+    with pytest.raises(FastSAMError, match="texts must be"):
+        model(image, texts=[""])
+    with pytest.raises(FastSAMError, match="CLIP weights not found"):
+        model(image, texts="a dog", clip_weights="missing-clip.pt")
