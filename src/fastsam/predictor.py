@@ -161,7 +161,8 @@ class FastSAM:
             self._cache.popitem(last=False)
         return result
 
-    def _forward_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> tuple[Tensor, Tensor, Letterbox]:
+    def _forward_rgb(self, rgb: np.ndarray, cfg: PredictConfig, host: bool = True) -> tuple[Tensor, Tensor, Letterbox]:
+        """Letterbox + network: one image's (preds, protos, geometry), on the host unless ``host=False``."""
         shape = self.backend.shape
         if shape is not None and cfg.input_size != max(shape):
             raise FastSAMError(
@@ -170,10 +171,13 @@ class FastSAM:
             )
         x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=shape)
         preds, protos = self.forward(x)
+        if not host:
+            return preds[0], protos[0], geom
         return preds[0].cpu(), protos[0].cpu(), geom
 
     def _segment_rgb(self, rgb: np.ndarray, cfg: PredictConfig) -> Segments:
-        return self.postprocess(*self._forward_rgb(rgb, cfg), cfg)
+        # post="device" keeps the network's outputs where they are
+        return self.postprocess(*self._forward_rgb(rgb, cfg, host=self.post != "device"), cfg)
 
     def probabilities(self, image: ImageSource, config: PredictConfig | None = None) -> SoftMasks:
         """Everything mode, soft: the same detections as :meth:`segment` (retina frame), each with the
@@ -230,6 +234,7 @@ class FastSAM:
         labels: Any = None,
         texts: str | Sequence[str] | None = None,
         clip_weights: str | Path | None = None,
+        batch: int = 1,
     ) -> Segments | list[Segments] | list[Results]:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
@@ -239,6 +244,9 @@ class FastSAM:
         ``texts`` with local ``clip_weights``; several kinds are OR-ed), return what ultralytics
         returns: a list with one ultralytics-shaped [Results][fastsam.results_ultralytics.Results]
         per image, holding the selected masks in score order (see `fastsam.prompts.select_ultralytics`).
+
+        ``batch`` > 1 runs that many images of one letterboxed shape per forward pass (see
+        `fastsam.batching`); the results are those of batch 1.
         """
         if device is not None and (wanted := resolve_device(device)) != self.device:
             if self.backend.name != "torch":
@@ -263,7 +271,12 @@ class FastSAM:
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )
-        results = [self.segment(item, cfg) for _, item in iter_sources(source)]
+        if batch != 1:
+            from .batching import segment_batch
+
+            results = segment_batch(self, [load_image(item) for _, item in iter_sources(source)], cfg, batch)
+        else:
+            results = [self.segment(item, cfg) for _, item in iter_sources(source)]
         if single:
             if not results:
                 raise FastSAMError("no image given")
