@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,9 +157,12 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     # Writing an image's results (records, overlay, PNG: mostly one core) overlaps the next image's
     # network pass (both cores). One write is in flight at a time, so messages and names keep the
     # input order, and an exception from a write (e.g. a full disk) surfaces at the next image.
+    # With --batch, images wait (decoded) until their batch of one letterboxed shape has run.
     failures = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="fastsam-write") as writer:
-        pending: Future[bool] | None = None
+    loaded: dict[int, tuple[str, str, np.ndarray]] = {}
+
+    def decoded() -> Iterator[np.ndarray]:
+        nonlocal failures
         for (name, source), stem in progress:
             try:
                 rgb = _load(source, args.max_pixels)
@@ -166,7 +170,20 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
                 print(f"fastsam: error: {exc}", file=sys.stderr)
                 failures += 1
                 continue
-            segments = model.segment(rgb, cfg)
+            loaded[next(positions)] = (name, stem, rgb)  # the position iter_batched reports it under
+            yield rgb
+
+    positions = itertools.count()
+    with ThreadPoolExecutor(1, thread_name_prefix="fastsam-write") as writer:
+        pending: Future[bool] | None = None
+        if args.batch == 1:
+            results: Iterator[tuple[int, Segments]] = ((i, model.segment(rgb, cfg)) for i, rgb in enumerate(decoded()))
+        else:
+            from ..batching import iter_batched
+
+            results = iter_batched(model, decoded(), cfg, args.batch)
+        for i, segments in results:
+            name, stem, rgb = loaded.pop(i)
             if pending is not None:
                 failures += not pending.result()
             pending = writer.submit(finish, name, stem, rgb, segments)

@@ -68,6 +68,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
+        "--batch", type=positive_int, default=1, help="images of one letterboxed shape per forward pass (default 1)"
+    )
+    p.add_argument(
         "--out",
         "-o",
         type=Path,
