@@ -70,6 +70,7 @@ def tracked_masks(records: list[dict]) -> dict[int, np.ndarray]:
     return {r["track_id"]: rle_decode(r["segmentation"]) for r in records if r["track_id"] is not None}
 
 
+@pytest.mark.slow
 def test_tracking_the_demo_model_keeps_identities(clip: tuple[Path, list], tracked: Path) -> None:
     truth = clip[1]
     got = lines(tracked / "clip.jsonl")
@@ -90,6 +91,7 @@ def test_tracking_the_demo_model_keeps_identities(clip: tuple[Path, list], track
     assert all(set(r) >= {"segmentation", "area", "bbox", "predicted_iou", "track_id"} for r in every)
 
 
+@pytest.mark.slow
 def test_overlay_video_has_every_frame_in_stable_track_colours(clip: tuple[Path, list], tracked: Path) -> None:
     frames = list(VideoReader(tracked / "clip.mp4"))
     assert len(frames) == FRAMES and frames[0].rgb.shape == (H, W, 3)
@@ -183,6 +185,7 @@ def test_frame_directory_is_a_video_only_when_asked(tmp_path: Path) -> None:
     assert [(g["frame"], g["time"]) for g in got] == [(0, 0.0), (1, 0.5), (2, 1.0)]
 
 
+@pytest.mark.slow
 def test_prompt_follows_the_object_selected_on_the_first_frame(clip: tuple[Path, list], tmp_path: Path) -> None:
     truth = clip[1]
     ys, xs = np.nonzero(truth[0][0])  # a point on the red ellipse, a box around the blue square
