@@ -12,7 +12,7 @@ import pytest
 import fastsam
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-COMMANDS = ["segment", "prompt", "convert", "synth", "val", "train", "export", "serve", "zeroshot", "edges"]
+COMMANDS = ["segment", "prompt", "convert", "synth", "val", "train", "export", "serve", "zeroshot", "edges", "label"]
 
 
 def _help(*argv: str) -> str:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._parser_label import add_label_parser
 from ._parser_video import add_video_options
 from ._parser_zeroshot import add_zeroshot_parsers
 from ._values import (
@@ -376,4 +377,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     _add_serve_parser(sub)
     add_zeroshot_parsers(sub)
+    add_label_parser(sub)
     return parser
