@@ -37,15 +37,6 @@ def effective_batch(model: FastSAM, batch: int) -> int:
     return int(fixed) if isinstance(fixed, int) and fixed >= 1 else batch
 
 
-def _check_static(model: FastSAM, cfg: PredictConfig) -> None:
-    shape = model.backend.shape
-    if shape is not None and cfg.input_size != max(shape):
-        raise FastSAMError(
-            f"this model is a static export for {shape[0]}x{shape[1]} inputs (imgsz {max(shape)}); "
-            f"imgsz {cfg.imgsz} needs an export with --dynamic or --imgsz {cfg.imgsz}"
-        )
-
-
 def _run(model: FastSAM, group: list[tuple[int, Tensor, Letterbox]], cfg: PredictConfig) -> list[tuple[int, Segments]]:
     """One forward pass over letterboxed (1, 3, H, W) inputs of one shape; Segments per image."""
     preds, protos = model.forward(torch.cat([x for _, x, _ in group]))
@@ -61,7 +52,7 @@ def iter_batched(
     one letterboxed shape per forward pass. Results come as soon as their batch ran: positions are
     not in order when shapes are mixed; every image is yielded once, the last partial batches at the end."""
     n = effective_batch(model, batch)
-    _check_static(model, cfg)
+    model.check_input_size(cfg)
     shape = model.backend.shape
     groups: dict[tuple[int, ...], list[tuple[int, Tensor, Letterbox]]] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="fastsam-letterbox") as pool:

@@ -161,15 +161,45 @@ class FastSAM:
             self._cache.popitem(last=False)
         return result
 
-    def _forward_rgb(self, rgb: np.ndarray, cfg: PredictConfig, host: bool = True) -> tuple[Tensor, Tensor, Letterbox]:
-        """Letterbox + network: one image's (preds, protos, geometry), on the host unless ``host=False``."""
+    def check_input_size(self, cfg: PredictConfig) -> None:
+        """Refuse an ``imgsz`` that a static-shape export cannot take."""
         shape = self.backend.shape
         if shape is not None and cfg.input_size != max(shape):
             raise FastSAMError(
                 f"this model is a static export for {shape[0]}x{shape[1]} inputs (imgsz {max(shape)}); "
                 f"imgsz {cfg.imgsz} needs an export with --dynamic or --imgsz {cfg.imgsz}"
             )
-        x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=shape)
+
+    def call_config(
+        self,
+        imgsz: int | None,
+        conf: float,
+        iou: float,
+        retina_masks: bool,
+        max_det: int,
+        device: str | torch.device | None = None,
+    ) -> PredictConfig:
+        """The options of a call as a PredictConfig; ``device``, as in the original's call, moves the
+        network there for this and later calls (torch backend only)."""
+        if device is not None and (wanted := resolve_device(device)) != self.device:
+            if self.backend.name != "torch":
+                raise FastSAMError(
+                    f"the {self.backend.name} backend runs on the CPU; device {wanted} needs backend 'torch'"
+                )
+            self.device = wanted
+            self.backend.to(wanted)  # type: ignore[attr-defined]
+        return PredictConfig(
+            imgsz=self.default_imgsz if imgsz is None else imgsz,
+            conf=conf,
+            iou=iou,
+            retina_masks=retina_masks,
+            max_det=max_det,
+        )
+
+    def _forward_rgb(self, rgb: np.ndarray, cfg: PredictConfig, host: bool = True) -> tuple[Tensor, Tensor, Letterbox]:
+        """Letterbox + network: one image's (preds, protos, geometry), on the host unless ``host=False``."""
+        self.check_input_size(cfg)
+        x, geom = letterbox(rgb, cfg.input_size, cfg.stride, shape=self.backend.shape)
         preds, protos = self.forward(x)
         if not host:
             return preds[0], protos[0], geom
@@ -248,20 +278,7 @@ class FastSAM:
         ``batch`` > 1 runs that many images of one letterboxed shape per forward pass (see
         `fastsam.batching`); the results are those of batch 1.
         """
-        if device is not None and (wanted := resolve_device(device)) != self.device:
-            if self.backend.name != "torch":
-                raise FastSAMError(
-                    f"the {self.backend.name} backend runs on the CPU; device {wanted} needs backend 'torch'"
-                )
-            self.device = wanted
-            self.backend.to(wanted)  # type: ignore[attr-defined]
-        cfg = PredictConfig(
-            imgsz=self.default_imgsz if imgsz is None else imgsz,
-            conf=conf,
-            iou=iou,
-            retina_masks=retina_masks,
-            max_det=max_det,
-        )
+        cfg = self.call_config(imgsz, conf, iou, retina_masks, max_det, device)
         if bboxes is not None or points is not None or labels is not None or texts is not None:
             from .ultralytics_call import predict_ultralytics
 

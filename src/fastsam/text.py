@@ -257,6 +257,21 @@ def get_scorer(weights: str | Path, model_name: str | None = None, device: str |
         return _CACHE[key]
 
 
+def scorer_or_demo(
+    weights: str | Path | None, model_name: str | None, device: str | torch.device, needs: str
+) -> ClipScorer:
+    """:func:`get_scorer` for ``weights``, or for the shipped demo CLIP when ``weights`` is None; an
+    installation without it raises FastSAMError saying ``needs`` (e.g. "texts= needs ...")."""
+    if weights is None:
+        from .weights import default_clip_path
+
+        try:
+            weights = default_clip_path()
+        except FastSAMError as exc:
+            raise FastSAMError(f"{needs} ({exc})") from exc
+    return get_scorer(weights, model_name, device)
+
+
 def _check_image(segments: Segments, image_rgb: np.ndarray) -> np.ndarray:
     img = np.asarray(image_rgb)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:

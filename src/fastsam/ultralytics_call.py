@@ -36,16 +36,9 @@ def _texts(texts: str | Sequence[str] | None) -> list[str] | None:
 
 
 def _scorer(model: FastSAM, clip_weights: str | Path | None) -> Any:
-    from .text import get_scorer
+    from .text import scorer_or_demo
 
-    if clip_weights is None:
-        from .weights import default_clip_path
-
-        try:
-            clip_weights = default_clip_path()
-        except FastSAMError as exc:
-            raise FastSAMError(f"texts= needs local CLIP weights: pass clip_weights=PATH ({exc})") from exc
-    return get_scorer(clip_weights, None, model.device)
+    return scorer_or_demo(clip_weights, None, model.device, "texts= needs local CLIP weights: pass clip_weights=PATH")
 
 
 def predict_ultralytics(

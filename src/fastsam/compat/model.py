@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from ..config import PredictConfig
-from ..devices import resolve_device
 from ..errors import FastSAMError
 from ..predictor import FastSAM as _FastSAM
 from ..results_ultralytics import Results
@@ -61,15 +59,7 @@ class FastSAM(_FastSAM):
                 )
             if key != "verbose" and bool(value) != bool(_IGNORED[key]):
                 raise FastSAMError(f"{key}={value!r} is not supported; use Results.plot() and save the image yourself")
-        if device is not None and (wanted := resolve_device(device)) != self.device:
-            _FastSAM.__call__(self, [], device=wanted)  # moves the network (an empty list segments nothing)
-        cfg = PredictConfig(
-            imgsz=self.default_imgsz if imgsz is None else imgsz,
-            conf=conf,
-            iou=iou,
-            retina_masks=retina_masks,
-            max_det=max_det,
-        )
+        cfg = self.call_config(imgsz, conf, iou, retina_masks, max_det, device)
         return predict_ultralytics(
             self,
             source,

@@ -118,21 +118,12 @@ class FastSAMPrompt:
 
         CLIP weights: ``clip_weights`` here, else the constructor's, else the shipped demo CLIP (the
         CLI's default too; it knows only synthetic scenes: pass a real CLIP for photographs)."""
-        from ..text import get_scorer, select_by_text
+        from ..text import scorer_or_demo, select_by_text
 
         if self.segments is None or len(self.segments) == 0:
             return []
-        weights = clip_weights or self.clip_weights
-        if weights is None:
-            from ..weights import default_clip_path
-
-            try:
-                weights = default_clip_path()
-            except FastSAMError as exc:
-                raise FastSAMError(
-                    f"text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH) ({exc})"
-                ) from exc
-        scorer = get_scorer(weights, self.clip_model, self.device)
+        needs = "text_prompt needs local CLIP weights: FastSAMPrompt(..., clip_weights=PATH)"
+        scorer = scorer_or_demo(clip_weights or self.clip_weights, self.clip_model, self.device, needs)
         idx = select_by_text(self.segments, self.image, [text], scorer)[0]
         if idx.size == 0:
             return []

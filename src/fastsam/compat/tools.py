@@ -195,7 +195,7 @@ def text_prompt(
     ``segmentation`` and its position in ``annotations``. ``wider`` swaps it for the largest mask
     holding more than ``threshold`` of its pixels. Also takes the original's ``(annotations, args)``
     with ``args.text_prompt``, ``args.img_path`` and ``args.device``."""
-    from ..text import get_scorer, mask_crops
+    from ..text import mask_crops, scorer_or_demo
 
     if hasattr(text, "text_prompt"):  # the original's argparse namespace
         args = text
@@ -207,11 +207,7 @@ def text_prompt(
     eligible = np.flatnonzero(seg.areas > 100)
     if eligible.size == 0:
         raise FastSAMError("text_prompt: no mask is larger than 100 pixels")
-    if clip_weights is None:
-        from ..weights import default_clip_path
-
-        clip_weights = default_clip_path()
-    scorer = get_scorer(clip_weights, None, device)
+    scorer = scorer_or_demo(clip_weights, None, device, "text_prompt needs local CLIP weights: clip_weights=PATH")
     sims = np.asarray(scorer.similarity(mask_crops(seg, rgb, eligible), [str(text)]))[0]
     best = int(eligible[int(np.argmax(sims))])
     if wider:
