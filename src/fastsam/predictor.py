@@ -265,6 +265,8 @@ class FastSAM:
         texts: str | Sequence[str] | None = None,
         clip_weights: str | Path | None = None,
         batch: int = 1,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
     ) -> Segments | list[Segments] | list[Results]:
         """Segment everything in ``source``: a path, array or Pillow image (-> Segments), or a list or
         directory of them (-> list of Segments). ``device``, as in the original's call, moves the
@@ -277,9 +279,22 @@ class FastSAM:
 
         ``batch`` > 1 runs that many images of one letterboxed shape per forward pass (see
         `fastsam.batching`); the results are those of batch 1.
+
+        ``tile`` (pixels) segments huge images by overlapping tiles of that size (``tile_overlap``
+        pixels shared; default a quarter) plus a downscaled whole-image pass, merged into one set of
+        masks (see `fastsam.tiling`); ``batch`` then counts tiles.
         """
         cfg = self.call_config(imgsz, conf, iou, retina_masks, max_det, device)
-        if bboxes is not None or points is not None or labels is not None or texts is not None:
+        if tile is not None or tile_overlap is not None:
+            from .tiling import TileConfig, segment_tiled
+
+            if tile is None:
+                raise FastSAMError("tile_overlap needs tile (the tile size in pixels)")
+            tiles = TileConfig(tile, tile_overlap)
+        prompted = bboxes is not None or points is not None or labels is not None or texts is not None
+        if prompted and tile is not None:
+            raise FastSAMError("tile= is for everything mode; prompts select among one pass's masks")
+        if prompted:
             from .ultralytics_call import predict_ultralytics
 
             return predict_ultralytics(
@@ -288,7 +303,9 @@ class FastSAM:
         single = not isinstance(source, (list, tuple)) and not (
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )
-        if batch != 1:
+        if tile is not None:
+            results = [segment_tiled(self, load_image(item), cfg, tiles, batch) for _, item in iter_sources(source)]
+        elif batch != 1:
             from .batching import segment_batch
 
             results = segment_batch(self, [load_image(item) for _, item in iter_sources(source)], cfg, batch)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ..config import PredictConfig
     from ..results import Segments
+    from ..tiling import TileConfig
 
 __all__ = ["OUTPUT_SUFFIXES", "plan_outputs", "prompt", "segment"]
 
@@ -111,6 +112,21 @@ def _load(source: Any, max_pixels: int) -> np.ndarray:
         raise FastSAMError(f"{exc} (raise the limit with --max-pixels)") from None
 
 
+def _tiles(args: argparse.Namespace) -> TileConfig | None:
+    """``--tile`` / ``--tile-overlap`` as a TileConfig (None without --tile), checked before any work."""
+    tile, overlap = getattr(args, "tile", None), getattr(args, "tile_overlap", None)
+    if tile is None:
+        if overlap is not None:
+            raise FastSAMError("--tile-overlap needs --tile SIZE")
+        return None
+    from ..tiling import TileConfig
+
+    try:
+        return TileConfig(tile, overlap)
+    except FastSAMError as exc:
+        raise FastSAMError(str(exc).replace("tile size", "--tile").replace("tile overlap", "--tile-overlap")) from None
+
+
 def run_images(args: argparse.Namespace, handle: Handler) -> int:
     """Run everything mode on every source image and write what ``handle(rgb, segments)`` returns."""
     from PIL import Image
@@ -121,7 +137,10 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     from ..predictor import FastSAM
     from ._video import run_videos, split_videos
 
-    if videos := split_videos(args):  # videos, streams, frame directories: OUT/<stem>.jsonl and .mp4
+    tiles = _tiles(args)
+    if (videos := split_videos(args)) and tiles is not None:
+        raise FastSAMError("--tile is for images; videos and streams are segmented frame by frame without tiles")
+    if videos:  # videos, streams, frame directories: OUT/<stem>.jsonl and .mp4
         rc = run_videos(args, videos, handle)
         return max(rc, run_images(args, handle)) if args.sources else rc
     _options(args, PredictConfig().imgsz)  # bad options fail before the model is loaded
@@ -176,8 +195,14 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     positions = itertools.count()
     with ThreadPoolExecutor(1, thread_name_prefix="fastsam-write") as writer:
         pending: Future[bool] | None = None
-        if args.batch == 1:
-            results: Iterator[tuple[int, Segments]] = ((i, model.segment(rgb, cfg)) for i, rgb in enumerate(decoded()))
+        if tiles is not None:
+            from ..tiling import segment_tiled
+
+            results: Iterator[tuple[int, Segments]] = (
+                (i, segment_tiled(model, rgb, cfg, tiles, args.batch)) for i, rgb in enumerate(decoded())
+            )
+        elif args.batch == 1:
+            results = ((i, model.segment(rgb, cfg)) for i, rgb in enumerate(decoded()))
         else:
             from ..batching import iter_batched
 

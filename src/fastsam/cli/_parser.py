@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._parser_label import add_label_parser
+from ._parser_tile import add_tile_options
 from ._parser_video import add_video_options
 from ._parser_zeroshot import add_zeroshot_parsers
 from ._values import (
@@ -97,6 +98,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    add_tile_options(p)
     add_video_options(p)
 
 

@@ -94,14 +94,22 @@ def finite(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole(text, 0)
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
