@@ -74,7 +74,7 @@ def _error_lines(err: str) -> list[str]:
 # ------------------------------------------------------------------------------ segment
 def test_segment_writes_json_and_png(default_run, small_ckpt, zidane):
     """Records in SAM's coco_rle format that match the API's masks; an overlay PNG."""
-    assert sorted(p.name for p in default_run.iterdir()) == ["zidane.json", "zidane.png"]
+    assert sorted(p.name for p in default_run.iterdir()) == ["index.json", "zidane.json", "zidane.png"]
     records = _records(default_run / "zidane.json")
     assert isinstance(records, list) and len(records) > 50
     for r in records:
@@ -157,7 +157,7 @@ def test_directory_source(segment, tmp_path):
     (tmp_path / "src" / "readme.txt").write_text("skipped")
     rc, out = segment(tmp_path / "src", args=["--max-det", "20"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png", "img1.json", "img1.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png", "img1.json", "img1.png", "index.json"]
 
 
 def test_same_stem_inputs_do_not_overwrite(segment, tmp_path):
@@ -166,7 +166,7 @@ def test_same_stem_inputs_do_not_overwrite(segment, tmp_path):
     b = b.rename(tmp_path / "b" / a.name)
     rc, out = segment(a, b, args=["--max-det", "20"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png", "img0_1.json", "img0_1.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png", "img0_1.json", "img0_1.png", "index.json"]
     first, second = _records(out / "img0.json"), _records(out / "img0_1.json")
     assert first and second and first != second
 
@@ -224,8 +224,9 @@ def test_batch_with_one_bad_image(segment, tmp_path, capsys):
     assert rc == 2
     errors = _error_lines(err)
     assert len(errors) == 1 and "bad.jpg" in errors[0]
-    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img0.png", "index.json"]
     assert _records(out / "img0.json")
+    assert "bad.jpg" in json.loads((out / "index.json").read_text())["images"][0]["error"]
 
 
 # ------------------------------------------------------------------------------ convert

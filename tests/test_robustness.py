@@ -72,7 +72,7 @@ def test_output_that_is_a_hard_link_to_the_input_is_refused(tmp_path, capsys, us
 
 def test_writes_leave_no_temporary_files(tmp_path):
     assert main(["segment", str(SHAPES), "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes.json", "shapes.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json", "shapes.json", "shapes.png"]
 
 
 # ---------------------------------------------------------------- 2. devices

@@ -179,7 +179,8 @@ def test_frame_directory_is_a_video_only_when_asked(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["segment", str(frames), "--out", str(out), "--imgsz", "320", "--no-progress"]
     assert main(argv) == 0  # today's behaviour: each image on its own
-    assert sorted(p.name for p in out.iterdir()) == [f"000{t}.{s}" for t in range(3) for s in ("json", "png")]
+    names = [f"000{t}.{s}" for t in range(3) for s in ("json", "png")]
+    assert sorted(p.name for p in out.iterdir()) == [*names, "index.json"]
     assert main([*argv, "--frames", "--fps", "2", "--out", str(tmp_path / "video")]) == 0
     got = lines(tmp_path / "video" / "frames.jsonl")
     assert [(g["frame"], g["time"]) for g in got] == [(0, 0.0), (1, 0.5), (2, 1.0)]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FastSAMError, ImageTooLargeError
 from ..io.atomic import write_atomic
+from ._image_run import INDEX, ImageRun
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,8 +53,9 @@ def plan_outputs(items: list[tuple[str, Any]], out: Path, suffixes: tuple[str, .
     """Output stems for ``items`` ((name, source) pairs, in order); raise :class:`FastSAMError` if an
     output file would be one of the input files (same resolved path, or the same file by device and
     inode: hard links, case-insensitive file systems). Checked before any work, so a refused run
-    changes nothing."""
-    used: set[str] = set()
+    changes nothing. Image outputs (the default ``suffixes``) never take the stem of OUT/index.json."""
+    index = suffixes == OUTPUT_SUFFIXES
+    used = {Path(INDEX).stem} if index else set()
     stems = [_unique_stem(name, used) for name, _ in items]
     by_path: dict[Path, str] = {}
     by_inode: dict[tuple[int, int], str] = {}
@@ -66,15 +68,14 @@ def plan_outputs(items: list[tuple[str, Any]], out: Path, suffixes: tuple[str, .
                 by_inode[(st.st_dev, st.st_ino)] = name
             except OSError:  # a missing input is reported when it is loaded
                 pass
-    for stem in stems:
-        for suffix in suffixes:
-            target = out / f"{stem}{suffix}"
-            hit = by_path.get(target.resolve())
-            if hit is None and target.exists():
-                st = target.stat()
-                hit = by_inode.get((st.st_dev, st.st_ino))
-            if hit is not None:
-                raise FastSAMError(f"output {target} would overwrite the input {hit}; choose another --out directory")
+    targets = [out / f"{stem}{suffix}" for stem in stems for suffix in suffixes] + ([out / INDEX] if index else [])
+    for target in targets:
+        hit = by_path.get(target.resolve())
+        if hit is None and target.exists():
+            st = target.stat()
+            hit = by_inode.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            raise FastSAMError(f"output {target} would overwrite the input {hit}; choose another --out directory")
     return stems
 
 
@@ -135,13 +136,16 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     from ..devices import resolve_device
     from ..io.images import iter_sources
     from ..predictor import FastSAM
+    from ..shard import local_device, shard_from_env
     from ._video import run_videos, split_videos
 
+    shard = shard_from_env()  # under torchrun: this rank's share of the inputs, on cuda:LOCAL_RANK
+    args.device = local_device(args.device, shard)
     tiles = _tiles(args)
     if (videos := split_videos(args)) and tiles is not None:
         raise FastSAMError("--tile is for images; videos and streams are segmented frame by frame without tiles")
     if videos:  # videos, streams, frame directories: OUT/<stem>.jsonl and .mp4
-        rc = run_videos(args, videos, handle)
+        rc = run_videos(args, mine, handle) if (mine := shard.take(videos)) else 0
         return max(rc, run_images(args, handle)) if args.sources else rc
     _options(args, PredictConfig().imgsz)  # bad options fail before the model is loaded
     resolve_device(args.device)
@@ -149,9 +153,10 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
         Image.MAX_IMAGE_PIXELS = args.max_pixels  # our limit is checked first; Pillow's must not be lower
     items = [item for src in args.sources for item in iter_sources(src)]
     stems = plan_outputs(items, args.out)
+    run = ImageRun(args, items, stems, shard)  # --resume of another run's OUT fails here
     model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
     cfg = _options(args, model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
-    progress = _progress(list(zip(items, stems)), args.progress)
+    progress = _progress(run.begin(), args.progress)
 
     def finish(name: str, stem: str, rgb: np.ndarray, segments: Segments) -> bool:
         """Records and picture of one image, written to OUT; False (reported) on a user error."""
@@ -159,13 +164,15 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
             records, picture = handle(rgb, segments)
         except FastSAMError as exc:  # a prompt outside this image: report it, go on with the others
             print(f"fastsam: error: {name}: {exc}", file=sys.stderr)
+            run.failed(stem, f"{name}: {exc}")
             return False
-        args.out.mkdir(parents=True, exist_ok=True)  # only now: a run refused earlier leaves nothing behind
+        run.writing()
         write_atomic(args.out / f"{stem}.json", json.dumps(records).encode())
         buf = io.BytesIO()
         # zlib level 1: a preview image; level 6 (Pillow's default) takes ~2.5x longer for ~10% fewer bytes
         Image.fromarray(picture).save(buf, format="PNG", compress_level=1)
-        write_atomic(args.out / f"{stem}.png", buf.getvalue())
+        write_atomic(args.out / f"{stem}.png", buf.getvalue())  # last: both files there = image done (--resume)
+        run.done(stem, len(records))
         if not getattr(progress, "disable", True):
             progress.set_postfix_str(f"{stem}: {len(segments)} masks")
         elif args.progress is None:
@@ -187,6 +194,7 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
                 rgb = _load(source, args.max_pixels)
             except FastSAMError as exc:
                 print(f"fastsam: error: {exc}", file=sys.stderr)
+                run.failed(stem, str(exc))
                 failures += 1
                 continue
             loaded[next(positions)] = (name, stem, rgb)  # the position iter_batched reports it under
@@ -214,7 +222,8 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
             pending = writer.submit(finish, name, stem, rgb, segments)
         if pending is not None:
             failures += not pending.result()
-    return EXIT_USAGE if failures else 0
+    complete = run.finish()  # rank 0: after the other ranks, OUT/index.json
+    return EXIT_USAGE if failures or not complete else 0
 
 
 def segment(args: argparse.Namespace) -> int:

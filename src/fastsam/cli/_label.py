@@ -21,7 +21,9 @@ from ..errors import FastSAMError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..io.tar_sources import TarMember
     from ..results import Segments
+    from ..shard import Shard
 
 __all__ = ["label", "mask_classes"]
 
@@ -42,21 +44,26 @@ def mask_classes(segments: Segments, rgb: np.ndarray, names: list[str], scorer: 
     return np.argmax(sims, axis=0).astype(np.int64)
 
 
-def _sources(args: argparse.Namespace) -> list[tuple[str, Path]]:
+def _sources(args: argparse.Namespace) -> list[tuple[str, Path | TarMember]]:
     from ..io.images import iter_sources
+    from ..io.tar_sources import TarMember
 
     for src in args.sources:
         if not src.exists():
             raise FastSAMError(f"{src}: no such file or directory")
-    items = [(name, Path(str(path))) for src in args.sources for name, path in iter_sources(src)]
+    items = [
+        (name, path if isinstance(path, TarMember) else Path(str(path)))
+        for src in args.sources
+        for name, path in iter_sources(src)
+    ]
     out = args.out.resolve()
     for name, path in items:
-        if path.resolve().is_relative_to(out):
+        if (path.tar if isinstance(path, TarMember) else path).resolve().is_relative_to(out):
             raise FastSAMError(f"input {name} is inside the output dataset {args.out}; choose another --out")
     return items
 
 
-def _stems(items: list[tuple[str, Path]]) -> list[str]:
+def _stems(items: list[tuple[str, Path | TarMember]]) -> list[str]:
     from ._images import _unique_stem
 
     used: set[str] = set()
@@ -77,8 +84,11 @@ def label(args: argparse.Namespace) -> int:
     from ..data.label import open_writer
     from ..devices import resolve_device
     from ..predictor import FastSAM
+    from ..shard import clear_done, local_device, shard_from_env
     from ._images import _load, _text_scorer
 
+    shard = shard_from_env()  # under torchrun: this rank's share of the images, on cuda:LOCAL_RANK
+    args.device = local_device(args.device, shard)
     PredictConfig(imgsz=1024 if args.imgsz is None else args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det)
     resolve_device(args.device)
     if any(not t.strip() for t in args.text):
@@ -102,21 +112,23 @@ def label(args: argparse.Namespace) -> int:
         retina_masks=True,
         max_det=args.max_det,
     )
-    writer.start(args.resume)  # only now: a run refused above leaves nothing behind
-    todo = [(item, stem) for item, stem in zip(items, stems) if not (args.resume and writer.done(stem))]
+    mine = shard.take(list(zip(items, stems)))
+    writer.start(args.resume, shard, [stem for _, stem in mine])  # only now: a refused run leaves nothing behind
+    todo = [(item, stem) for item, stem in mine if not (args.resume and writer.done(stem))]
+    if shard.world > 1:
+        print(f"fastsam: {shard.describe()}: {len(todo)} of {len(items)} images to label", file=sys.stderr)
     bar = _bar(todo, args.progress)
-    failures = 0
-    loaded: dict[int, tuple[Path, str, np.ndarray]] = {}
+    failures: dict[str, str] = {}
+    loaded: dict[int, tuple[Path | TarMember, str, np.ndarray]] = {}
     positions = itertools.count()
 
     def decoded() -> Iterator[np.ndarray]:
-        nonlocal failures
         for (_, path), stem in bar:
             try:
                 rgb = _load(path, args.max_pixels)
             except FastSAMError as exc:
                 print(f"fastsam: error: {exc}", file=sys.stderr)
-                failures += 1
+                failures[stem] = str(exc)
                 continue
             loaded[next(positions)] = (path, stem, rgb)
             yield rgb
@@ -130,7 +142,31 @@ def label(args: argparse.Namespace) -> int:
     for i, segments in results:
         path, stem, rgb = loaded.pop(i)
         writer.add(stem, path, rgb, segments, mask_classes(segments, rgb, names, scorer))
+    if not _merged(args, writer, shard, [stem for _, stem in mine], failures):
+        return EXIT_USAGE if failures else 0  # another rank than 0: its share is in the dataset
     main_file = writer.finish(stems)
+    clear_done(writer.state)  # the done files of the ranks
     done = sum(writer.done(s) for s in stems)
     print(f"{done} of {len(stems)} images labelled -> {main_file}", file=sys.stderr)
     return EXIT_USAGE if failures else 0
+
+
+def _merged(args: argparse.Namespace, writer: Any, shard: Shard, share: list[str], failures: dict[str, str]) -> bool:
+    """Under torchrun: this rank's done file (each stem of its ``share``: ``{}``, or ``{"error"}``),
+    and on rank 0 the wait for every other rank's. True where the dataset-wide file is to be written."""
+    if shard.world == 1:
+        return True
+    from ..shard import options_key, wait_for_ranks, write_done
+    from ._image_run import run_options
+
+    key = options_key(run_options(args))
+    write_done(writer.state, shard, key, {s: {"error": failures[s]} if s in failures else {} for s in share})
+    if shard.rank != 0:
+        return False
+
+    def complete(results: dict[str, Any]) -> bool:
+        return all("error" in r or writer.done(s) for s, r in results.items())
+
+    others = wait_for_ranks(writer.state, shard, key, complete, float(args.rank_timeout))
+    failures.update({s: r["error"] for s, r in others.items() if "error" in r})
+    return True

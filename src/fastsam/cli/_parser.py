@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._parser_label import add_label_parser
+from ._parser_shard import add_shard_options
 from ._parser_tile import add_tile_options
 from ._parser_video import add_video_options
 from ._parser_zeroshot import add_zeroshot_parsers
@@ -98,6 +99,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    add_shard_options(p)
     add_tile_options(p)
     add_video_options(p)
 
@@ -154,7 +156,7 @@ def _add_image_commands(sub: Any) -> None:
         description="Segment everything; writes OUT/<stem>.json (SAM coco_rle records) and OUT/<stem>.png (overlay). "
         "A run whose outputs would replace one of its input files is refused before any work.",
     )
-    seg.add_argument("sources", nargs="+", help="image files or directories")
+    seg.add_argument("sources", nargs="+", help="image files, directories or .tar shards")
     _add_segment_options(seg)
     pr = sub.add_parser(
         "prompt",
@@ -163,7 +165,7 @@ def _add_image_commands(sub: Any) -> None:
         "merged mask; boxes in the order given; a prompt that selects nothing gets an empty record) and "
         "OUT/<stem>.png.",
     )
-    pr.add_argument("sources", nargs="+", help="image files or directories")
+    pr.add_argument("sources", nargs="+", help="image files, directories or .tar shards")
     pr.add_argument(
         "--point",
         action="append",

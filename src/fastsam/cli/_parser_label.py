@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._parser_shard import add_rank_timeout
 from ._values import DEFAULT_MAX_PIXELS, finite, positive_int
 
 __all__ = ["add_label_parser"]
@@ -26,7 +27,7 @@ def add_label_parser(sub: Any) -> None:
         "yolo: OUT/images/, OUT/labels/<stem>.txt (YOLO-seg polygons) + OUT/data.yaml. Images are hard-linked "
         "(or copied); one class 'object', or one per --text (each mask takes the class CLIP finds most similar).",
     )
-    lb.add_argument("sources", nargs="+", type=Path, help="image files or directories")
+    lb.add_argument("sources", nargs="+", type=Path, help="image files, directories or .tar shards")
     lb.add_argument("--format", choices=["coco", "yolo"], required=True, help="dataset layout to write")
     lb.add_argument(
         "--out",
@@ -36,6 +37,7 @@ def add_label_parser(sub: Any) -> None:
         help="dataset directory to write (new or empty; never one holding an input)",
     )
     lb.add_argument("--resume", action="store_true", help="continue a run in --out, skipping images already labelled")
+    add_rank_timeout(lb, "the dataset-wide file (COCO annotations.json, YOLO data.yaml)")
     lb.add_argument("--polygons", action="store_true", help="COCO segmentations as polygons (default RLE)")
     lb.add_argument(
         "--text",

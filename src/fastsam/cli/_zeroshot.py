@@ -7,7 +7,6 @@ torchrun every rank evaluates its share; rank 0 merges, writes OUT/metrics.json 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -19,11 +18,10 @@ def load_model(args: argparse.Namespace, world: int = 1) -> tuple[Any, int]:
     torchrun) and the imgsz to run it at."""
     from ..devices import resolve_device
     from ..predictor import FastSAM
+    from ..shard import Shard, local_device
     from ..train.evaluate import default_imgsz
 
-    device = args.device
-    if device == "cuda" and world > 1:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    device = local_device(args.device, Shard(0, world))
     resolve_device(device)
     if args.model is None:
         from ..weights import default_model_path
@@ -35,7 +33,8 @@ def load_model(args: argparse.Namespace, world: int = 1) -> tuple[Any, int]:
 
 def zeroshot(args: argparse.Namespace) -> int:
     from ..config import PredictConfig
-    from ..zeroshot._runner import RunOptions, shard_from_env
+    from ..shard import shard_from_env
+    from ..zeroshot._runner import RunOptions
     from ..zeroshot.report import format_rows
 
     shard = shard_from_env()

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ import numpy as np
 from ..errors import FastSAMError
 from ..io.atomic import atomic_path, write_atomic
 from ..io.images import IMAGE_SUFFIXES
+from ..io.tar_sources import TarMember
+from ..shard import Shard, wait_until
 
 if TYPE_CHECKING:
     from ..results import Segments
@@ -44,13 +47,18 @@ FORMATS = ("coco", "yolo")
 STATE_DIR = ".fastsam-label"
 
 
-def _place_image(source: Path, rgb: np.ndarray, images: Path, stem: str) -> str:
+def _place_image(source: Path | TarMember, rgb: np.ndarray, images: Path, stem: str) -> str:
     """Put the image of ``source`` into ``images`` as ``<stem><ext>``; returns the file name.
 
-    A hard link (or, across file systems, a copy) of the input file; the decoded ``rgb`` as PNG when
-    the input's suffix is not an image suffix (the readers pick images by suffix). The destination
-    is replaced atomically, so the input itself is never written to.
+    A hard link (or, across file systems, a copy) of the input file; the member's bytes for a member
+    of a tar shard; the decoded ``rgb`` as PNG when the input's suffix is not an image suffix (the
+    readers pick images by suffix). The destination is replaced atomically, so the input itself is
+    never written to.
     """
+    if isinstance(source, TarMember):
+        name = f"{stem}{Path(source.member).suffix}"
+        write_atomic(images / name, source.read_bytes())
+        return name
     suffix = source.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         from PIL import Image
@@ -94,9 +102,17 @@ class _Writer:
     def _options(self) -> dict[str, Any]:
         return {"format": self.format, "names": self.names, "polygons": self.polygons}
 
-    def start(self, resume: bool) -> None:
+    def start(self, resume: bool, shard: Shard | None = None, share: Sequence[str] = ()) -> None:
         """Create the layout. Refuses a non-empty directory unless ``resume``; with ``resume`` the
-        directory must be empty or an earlier run of the same format, class names and polygon option."""
+        directory must be empty or an earlier run of the same format, class names and polygon option.
+
+        Under torchrun (a ``shard`` of more than one rank) rank 0 does this; the others wait until rank
+        0 has recorded the same options, and refuse (without ``resume``) if their ``share`` (stems) is
+        labelled already: a dataset of an earlier run.
+        """
+        if shard is not None and shard.rank > 0:
+            self._join(resume, shard, share)
+            return
         if self.root.exists() and not self.root.is_dir():
             raise FastSAMError(f"{self.root}: exists and is not a directory (--out)")
         has_files = self.root.is_dir() and any(self.root.iterdir())
@@ -114,10 +130,25 @@ class _Writer:
         (self.state / "parts").mkdir(parents=True, exist_ok=True)
         write_atomic(meta, json.dumps(self._options()).encode())
 
+    def _join(self, resume: bool, shard: Shard, share: Sequence[str]) -> None:
+        meta = self.state / "options.json"
+
+        def ready() -> bool:
+            try:
+                return bool(json.loads(meta.read_text()) == self._options())
+            except (OSError, ValueError):
+                return False
+
+        wait_until(ready, 600.0, f"{shard.describe()}: rank 0 has not started the dataset {self.root}")
+        if not resume and any(self.done(stem) for stem in share):
+            raise FastSAMError(f"{self.root}: directory is not empty; choose a new --out or pass --resume")
+
     def done(self, stem: str) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def add(self, stem: str, source: Path, rgb: np.ndarray, segments: Segments, classes: np.ndarray) -> None:
+    def add(
+        self, stem: str, source: Path | TarMember, rgb: np.ndarray, segments: Segments, classes: np.ndarray
+    ) -> None:
         """One image and its masks (``classes``: index into ``names`` per mask); empty masks are left out."""
         raise NotImplementedError  # pragma: no cover - overridden
 
@@ -137,7 +168,9 @@ class COCOWriter(_Writer):
     def done(self, stem: str) -> bool:
         return self._part(stem).is_file()
 
-    def add(self, stem: str, source: Path, rgb: np.ndarray, segments: Segments, classes: np.ndarray) -> None:
+    def add(
+        self, stem: str, source: Path | TarMember, rgb: np.ndarray, segments: Segments, classes: np.ndarray
+    ) -> None:
         file_name = _place_image(source, rgb, self.images, stem)
         h, w = rgb.shape[:2]
         keep = np.flatnonzero(segments.areas > 0)
@@ -195,14 +228,16 @@ class YOLOWriter(_Writer):
         super().__init__(root, names, polygons=True)  # YOLO-seg labels are polygons
         self.labels = self.root / "labels"
 
-    def start(self, resume: bool) -> None:
-        super().start(resume)
+    def start(self, resume: bool, shard: Shard | None = None, share: Sequence[str] = ()) -> None:
+        super().start(resume, shard, share)
         self.labels.mkdir(exist_ok=True)
 
     def done(self, stem: str) -> bool:
         return (self.labels / f"{stem}.txt").is_file()
 
-    def add(self, stem: str, source: Path, rgb: np.ndarray, segments: Segments, classes: np.ndarray) -> None:
+    def add(
+        self, stem: str, source: Path | TarMember, rgb: np.ndarray, segments: Segments, classes: np.ndarray
+    ) -> None:
         _place_image(source, rgb, self.images, stem)
         h, w = rgb.shape[:2]
         lines = []

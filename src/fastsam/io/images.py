@@ -22,7 +22,15 @@ import numpy as np
 
 from ..errors import ImageError, ImageTooLargeError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSource", "check_pixels", "check_regular_file", "iter_sources", "load_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageSource",
+    "check_pixels",
+    "check_regular_file",
+    "decode_file",
+    "iter_sources",
+    "load_image",
+]
 
 ImageSource = str | os.PathLike | np.ndarray | Any
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jp2"}
@@ -101,31 +109,41 @@ def check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> No
         )
 
 
-def _from_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
+def decode_file(fp: Any, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an open binary file (or file-like object) named ``name`` in messages; see :func:`load_image`."""
     from PIL import Image, UnidentifiedImageError
 
-    check_regular_file(path)
     try:
         with warnings.catch_warnings():
             if max_pixels is not None:  # our own limit applies; Pillow's warning would be noise
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(fp)
         with img:
-            check_pixels(img.size, max_pixels, str(path))  # from the header: nothing decoded yet
+            check_pixels(img.size, max_pixels, name)  # from the header: nothing decoded yet
             img.load()
-            return _from_pil(img, str(path))
+            return _from_pil(img, name)
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise ImageError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
         if max_pixels is not None:
             raise ImageTooLargeError(
-                f"{path}: image is over the limit of {max_pixels} pixels ({exc})", (0, 0), max_pixels
+                f"{name}: image is over the limit of {max_pixels} pixels ({exc})", (0, 0), max_pixels
             ) from None
-        raise ImageError(f"{path}: {exc}") from None
+        raise ImageError(f"{name}: {exc}") from None
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:  # truncated data, bad headers, decoder errors
-        raise ImageError(f"{path}: corrupt image ({exc})") from None
+        raise ImageError(f"{name}: corrupt image ({exc})") from None
+
+
+def _from_path(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    check_regular_file(path)
+    try:
+        fp = path.open("rb")
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with fp:
+        return decode_file(fp, str(path), max_pixels)
 
 
 def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray:
@@ -136,6 +154,10 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
     """
     if isinstance(source, (str, os.PathLike)):
         return _from_path(Path(source), max_pixels)
+    from .tar_sources import TarMember
+
+    if isinstance(source, TarMember):
+        return source.load(max_pixels)
     if isinstance(source, np.ndarray):
         if source.ndim >= 2:
             check_pixels((source.shape[1], source.shape[0]), max_pixels, "array")
@@ -154,9 +176,12 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
 def iter_sources(sources: Any) -> Iterator[tuple[str, ImageSource]]:
     """Expand sources into (name, source) pairs: directories give their image files (sorted, by
     suffix; FIFOs and devices inside are skipped), lists are flattened; arrays and Pillow images are
-    named ``image<i>``. A path that exists but is not a regular file or directory (a FIFO, a device)
+    named ``image<i>``; a ``.tar`` shard (also ``.tar.gz`` ...) gives its image members, read lazily
+    (:mod:`fastsam.io.tar_sources`). A path that exists but is not a regular file or directory (a FIFO, a device)
     raises :class:`ImageError` at once; a missing file is yielded and fails when it is loaded."""
     items = sources if isinstance(sources, (list, tuple)) else [sources]
+    from .tar_sources import is_tar, iter_tar
+
     for i, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
@@ -166,6 +191,8 @@ def iter_sources(sources: Any) -> Iterator[tuple[str, ImageSource]]:
                     raise ImageError(f"{path}: directory contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
                 for f in files:
                     yield str(f), f
+            elif is_tar(path):
+                yield from iter_tar(path)
             else:
                 if path.exists():
                     check_regular_file(path)

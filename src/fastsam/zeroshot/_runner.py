@@ -15,7 +15,6 @@ other than 0 return None.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,18 +24,11 @@ from typing import Any, TypeVar
 
 from ..errors import FastSAMError
 from ..io.atomic import write_atomic
+from ..shard import DEFAULT_WAIT_S, Shard, shard_from_env
 
 __all__ = ["RunOptions", "Shard", "run_parts", "shard_from_env"]
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's place under torchrun: ``rank`` of ``world`` processes (0 of 1 alone)."""
-
-    rank: int = 0
-    world: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,22 +40,11 @@ class RunOptions:
     resume: bool = False
     shard: Shard | None = None
     progress: bool = False
-    wait_s: float = 86400.0
+    wait_s: float = DEFAULT_WAIT_S
 
     def __post_init__(self) -> None:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise FastSAMError(f"--limit must be an integer >= 1, got {self.limit!r}")
-
-
-def shard_from_env() -> Shard:
-    """``RANK`` / ``WORLD_SIZE`` as torchrun sets them (0 / 1 when absent)."""
-    try:
-        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    except ValueError:
-        raise FastSAMError("RANK and WORLD_SIZE must be whole numbers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise FastSAMError(f"RANK {rank} is not in [0, WORLD_SIZE={world})")
-    return Shard(rank, world)
 
 
 def _progress(items: Sequence[_T], enabled: bool, desc: str) -> Iterable[_T]:
@@ -104,7 +85,7 @@ def run_parts(
     parts.mkdir(parents=True, exist_ok=True)
     recorded = parts / "config.json"
     fresh = json.dumps(config, sort_keys=True, default=str)
-    mine = [k for i, k in enumerate(keys) if i % shard.world == shard.rank]
+    mine = shard.take(keys)
     if recorded.exists():
         old = recorded.read_text()
         if old.strip() and json.dumps(json.loads(old), sort_keys=True) != fresh:
