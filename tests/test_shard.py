@@ -89,6 +89,20 @@ def test_torchrun_two_ranks_equal_one_process(scenes: Path, alone: dict[str, byt
     assert shares == [[f"images/sa_{i:06d}.jpg" for i in range(r + 1, N + 1, 2)] for r in (0, 1)]
 
 
+def test_torchrun_failure_on_another_rank_is_in_rank0_index(scenes: Path, tmp_path: Path) -> None:
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for i in (1, 3, 4):
+        (src / f"sa_{i:06d}.jpg").write_bytes((scenes / "images" / f"sa_{i:06d}.jpg").read_bytes())
+    (src / "sa_000002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # position 1: rank 1's
+    one = _fastsam("segment", "mixed", "--out", "one", *OPTS, cwd=tmp_path)
+    two = _fastsam("segment", "mixed", "--out", "two", *OPTS, cwd=tmp_path, torchrun=TORCHRUN)
+    assert one.returncode == 2 and two.returncode != 0  # rank 0 exits with 2: one input failed
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")  # rank 0 still wrote the index
+    errors = [e for e in json.loads((tmp_path / "two" / "index.json").read_text())["images"] if "error" in e]
+    assert [e["stem"] for e in errors] == ["sa_000002"] and "not a readable image" in errors[0]["error"]
+
+
 def test_kill_then_resume_finishes_without_redoing(scenes: Path, alone: dict[str, bytes]) -> None:
     out = scenes / "killed"
     cmd = [sys.executable, "-m", "fastsam.cli", "segment", "images", "--out", "killed", *OPTS]

@@ -222,8 +222,8 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
             pending = writer.submit(finish, name, stem, rgb, segments)
         if pending is not None:
             failures += not pending.result()
-    complete = run.finish()  # rank 0: after the other ranks, OUT/index.json
-    return EXIT_USAGE if failures or not complete else 0
+    # every failure is in the run's results: rank 0 (or one process) reports all of them
+    return 0 if run.finish() else EXIT_USAGE  # rank 0: after the other ranks, OUT/index.json
 
 
 def segment(args: argparse.Namespace) -> int:

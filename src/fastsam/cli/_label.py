@@ -143,7 +143,7 @@ def label(args: argparse.Namespace) -> int:
         path, stem, rgb = loaded.pop(i)
         writer.add(stem, path, rgb, segments, mask_classes(segments, rgb, names, scorer))
     if not _merged(args, writer, shard, [stem for _, stem in mine], failures):
-        return EXIT_USAGE if failures else 0  # another rank than 0: its share is in the dataset
+        return 0  # another rank than 0: its share is in the dataset, its failures reported by rank 0
     main_file = writer.finish(stems)
     clear_done(writer.state)  # the done files of the ranks
     done = sum(writer.done(s) for s in stems)
