@@ -193,3 +193,24 @@ def test_cli_tile_options_are_checked(usage_error, tmp_path, extra, needle) -> N
 def test_tile_with_prompts_is_refused() -> None:
     with pytest.raises(FastSAMError, match="everything mode"):
         FastSAM(cache_size=0)(np.zeros((64, 64, 3), np.uint8), tile=64, points=[[3, 3]])
+
+
+def test_overlay_blends_tall_images_band_by_band_as_one_piece() -> None:
+    from fastsam import viz
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (2 * viz.BAND + 37, 90, 3), dtype=np.uint8)
+    masks = np.stack([_disk(image.shape[:2], 500, 40, 300), _rect(image.shape[:2], 20, 1000, 10, 50)])
+    seg = Segments.from_masks(masks, np.array([0.9, 0.8]))
+    got = viz.overlay(image, seg)
+    out = image.astype(np.float32)  # the blend in one piece
+    labels, palette = seg.label_map(), viz._colors(2, None, 0)
+    covered = labels > 0
+    out[covered] = out[covered] * (1 - viz.ALPHA) + palette[labels[covered]] * viz.ALPHA
+    edge = np.zeros(image.shape[:2], np.uint8)
+    for crop, (r0, _, c0, _) in zip(seg.crops, seg.regions):
+        viz._draw_contours(edge, crop, (int(c0), int(r0)))
+    on = viz._thicken(edge) > 0
+    out[on] = out[on] * (1 - viz.CONTOUR_ALPHA) + np.asarray(viz.CONTOUR_COLOR, np.float32) * viz.CONTOUR_ALPHA
+    np.testing.assert_array_equal(got, np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    assert on.any() and covered[viz.BAND - 1 : viz.BAND + 1].any()  # the masks cross band borders

@@ -194,7 +194,11 @@ def _join_pairs(a: Segments, b: Segments, common: Window, join_iou: float) -> li
 
 def _union(members: list[tuple[Segments, int]]) -> tuple[Any, ...]:
     """One mask from pieces: (box, score, stability, region, crop). Score: the best piece's;
-    stability: the pieces' area-weighted mean; box: the pieces' boxes' union."""
+    stability: the pieces' area-weighted mean; box: the pieces' boxes' union. One piece is itself
+    (its crop is not copied: a tile pass's masks are most of the memory a tiled run holds)."""
+    if len(members) == 1:
+        seg, k = members[0]
+        return seg.boxes[k], seg.scores[k], seg.stability[k], seg.regions[k], seg.crops[k]
     regions = np.stack([seg.regions[k] for seg, k in members])
     r0, c0 = regions[:, 0].min(), regions[:, 2].min()
     r1, c1 = regions[:, 1].max(), regions[:, 3].max()

@@ -13,6 +13,7 @@ __all__ = ["draw_prompts", "mask_colors", "overlay", "overlay_masks"]
 ALPHA = 0.6  # mask opacity, as the original
 CONTOUR_COLOR = (0, 0, 255)  # RGB; the original draws contours in blue at 0.8 opacity
 CONTOUR_ALPHA = 0.8
+BAND = 512  # rows blended at a time (8000-px-wide bands of 512 rows: 49 MB of float32)
 
 
 def mask_colors(n: int, seed: int = 0) -> np.ndarray:
@@ -22,14 +23,19 @@ def mask_colors(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _blend(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
-    """Colour pixels with label > 0 by ``colors[label]`` at ALPHA; draw ``edge`` pixels as contours."""
-    out = image.astype(np.float32)
-    covered = labels > 0
-    out[covered] = out[covered] * (1 - ALPHA) + colors[labels[covered]] * ALPHA
-    if edge is not None:
-        on = edge > 0
-        out[on] = out[on] * (1 - CONTOUR_ALPHA) + np.asarray(CONTOUR_COLOR, np.float32) * CONTOUR_ALPHA
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """Colour pixels with label > 0 by ``colors[label]`` at ALPHA; draw ``edge`` pixels as contours.
+    Computed in bands of ``BAND`` rows: the float copies stay small on huge images."""
+    out = np.empty_like(image)
+    for r in range(0, image.shape[0], BAND):
+        part = image[r : r + BAND].astype(np.float32)
+        lab = labels[r : r + BAND]
+        covered = lab > 0
+        part[covered] = part[covered] * (1 - ALPHA) + colors[lab[covered]] * ALPHA
+        if edge is not None:
+            on = edge[r : r + BAND] > 0
+            part[on] = part[on] * (1 - CONTOUR_ALPHA) + np.asarray(CONTOUR_COLOR, np.float32) * CONTOUR_ALPHA
+        out[r : r + BAND] = np.clip(np.rint(part), 0, 255)
+    return out
 
 
 def _colors(n: int, color: tuple[int, int, int] | None, seed: int) -> np.ndarray:

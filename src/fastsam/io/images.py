@@ -66,7 +66,8 @@ def _from_pil(img: Any, name: str) -> np.ndarray:
     from PIL import ImageOps
 
     with contextlib.suppress(Exception):  # a broken EXIF block must not make a good image unreadable
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies the pixels even when nothing turns
+            img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return _from_array(np.asarray(img, dtype=np.uint16), name)
