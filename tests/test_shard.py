@@ -120,17 +120,23 @@ def test_kill_then_resume_finishes_without_redoing(scenes: Path, alone: dict[str
             for suffix in (".json", ".png"):
                 (out / f"sa_{i:06d}{suffix}").unlink()
         (out / "index.json").unlink()
+    (out / f".sa_{N:06d}.png.99999.0badf00d.tmp").write_bytes(b"half a write")  # as a kill mid-write leaves
     done = [s for s in (f"sa_{i:06d}" for i in range(1, N + 1)) if (out / f"{s}.png").exists()]
     assert 0 < len(done) < N
     before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for s in done for p in (out / f"{s}.json", out / f"{s}.png")}
+    # the unfinished run recorded its options: a resume with others is refused before any work
+    r = _fastsam("segment", "images", "--out", "killed", "--resume", *OPTS, "--conf", "0.5", cwd=scenes)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other options (options.json)" in r.stderr
     r = _fastsam("segment", "images", "--out", "killed", "--resume", *OPTS, cwd=scenes)
     assert r.returncode == 0, r.stderr
     assert f"{N - len(done)} of {N} images to do ({len(done)} of its {N} already done)" in r.stderr
     assert {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in before} == before  # not redone
     assert _files(out) == alone
-    # a resume with other options is refused before any work
+    assert not (out / ".fastsam").exists()
+    assert not list(out.glob(".*.tmp"))  # what a killed write left is gone
+    # a finished run's options are in its index
     r = _fastsam("segment", "images", "--out", "killed", "--resume", *OPTS, "--conf", "0.5", cwd=scenes)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other options" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "other options (index.json)" in r.stderr
 
 
 def _shard_tar(scenes: Path, name: str, mode: str = "w") -> Path:

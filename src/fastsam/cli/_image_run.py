@@ -95,6 +95,8 @@ class ImageRun:
     def begin(self) -> list[tuple[tuple[str, Any], str]]:
         """This rank's ((name, source), stem) pairs still to do."""
         mine = self.shard.take(list(zip(self.items, self.stems)))
+        if self.resume:
+            self._drop_temporaries({stem for _, stem in mine})
         todo = []
         for item, stem in mine:
             n = _records(self.out / f"{stem}.json") if self.resume and self._complete(stem) else None
@@ -109,6 +111,19 @@ class ImageRun:
                 file=sys.stderr,
             )
         return todo
+
+    def _drop_temporaries(self, share: set[str]) -> None:
+        """The temporary files a killed write of this rank's share left (``.<stem>.json.<pid>.<hex>.tmp``,
+        :mod:`fastsam.io.atomic`); those of other ranks' stems may be in flight and are left alone."""
+        if not self.out.is_dir():
+            return
+        for path in self.out.iterdir():
+            name = path.name
+            if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 5:
+                target = name[1:].rsplit(".", 3)[0]  # <stem><suffix>
+                stem, suffix = target.rsplit(".", 1) if "." in target else (target, "")
+                if stem in share and f".{suffix}" in self.outputs(""):
+                    path.unlink(missing_ok=True)
 
     def writing(self) -> None:
         """Before an image's outputs are written: OUT and the recorded options, once. Only now, so that
