@@ -153,8 +153,10 @@ def _add_image_commands(sub: Any) -> None:
     seg = sub.add_parser(
         "segment",
         help="segment everything in images",
-        description="Segment everything; writes OUT/<stem>.json (SAM coco_rle records) and OUT/<stem>.png (overlay). "
-        "A run whose outputs would replace one of its input files is refused before any work.",
+        description="Segment everything; writes OUT/<stem>.json (SAM coco_rle records), OUT/<stem>.png (overlay) and "
+        "OUT/index.json (each input's files and number of records, or its error). A run whose outputs would replace "
+        "one of its input files is refused before any work. Many processes: torchrun --nproc_per_node N -m "
+        "fastsam.cli segment ... (each takes every N-th input).",
     )
     seg.add_argument("sources", nargs="+", help="image files, directories or .tar shards")
     _add_segment_options(seg)
@@ -162,8 +164,8 @@ def _add_image_commands(sub: Any) -> None:
         "prompt",
         help="select masks by points, boxes or text",
         description="Everything mode, then prompt selection; writes OUT/<stem>.json (one record per selected or "
-        "merged mask; boxes in the order given; a prompt that selects nothing gets an empty record) and "
-        "OUT/<stem>.png.",
+        "merged mask; boxes in the order given; a prompt that selects nothing gets an empty record), "
+        "OUT/<stem>.png and OUT/index.json.",
     )
     pr.add_argument("sources", nargs="+", help="image files, directories or .tar shards")
     pr.add_argument(
