@@ -83,6 +83,9 @@ class FastSAM:
         half: half-precision network: fp16 on the torch backend with a CUDA device; bf16 on the
             openvino backend, on CPUs with bf16 units (about 3x faster there). Masks differ from
             fp32 by that rounding. Post-processing stays fp32.
+        compile: ``torch.compile`` the network (torch backend): the first call at each input shape
+            compiles (a warm-up of seconds to a minute), later ones run faster on GPUs; for
+            videos and batches of one size (see `fastsam.backends.pytorch.TorchBackend`).
         post: where post-processing runs: "kernels" (on the host, the C kernels), "device" (in
             torch on the network's device, :mod:`fastsam.ops.device_post`; same masks up to float
             rounding of the logits), "auto": kernels on the CPU, device elsewhere.
@@ -104,6 +107,7 @@ class FastSAM:
         backend: str | None = None,
         half: bool = False,
         post: str = "auto",
+        compile: bool = False,
     ) -> None:
         if post not in POST_MODES:
             raise FastSAMError(f"post must be one of {', '.join(POST_MODES)}; got {post!r}")
@@ -114,7 +118,7 @@ class FastSAM:
 
             weights = default_model_path()
         self.backend: Backend = open_backend(
-            weights, backend, self.device, fuse=fuse, channels_last=channels_last, half=half
+            weights, backend, self.device, fuse=fuse, channels_last=channels_last, half=half, compile=compile
         )
         self.config = self.backend.config
         self.provenance: dict[str, Any] = dict(self.backend.provenance)

@@ -89,13 +89,15 @@ def open_backend(
     fuse: bool = True,
     channels_last: bool | None = None,
     half: bool = False,
+    compile: bool = False,
 ) -> Backend:
     """Open ``model`` (a path, or a built ``FastSAMNet``) on ``backend`` (None: by content).
 
     A weight file with ``backend="onnxruntime"`` or ``"openvino"`` is exported to a dynamic-shape
     graph in memory first (seconds; nothing is written beside it). Exported graphs run on the CPU.
     ``half``: fp16 network on the torch backend with a CUDA device; bf16 on the openvino backend
-    (CPUs with bf16 units). Refused elsewhere.
+    (CPUs with bf16 units). Refused elsewhere. ``compile``: ``torch.compile`` the network (torch
+    backend only; each new input shape compiles once, on its first call).
     """
     if backend is not None and backend not in BACKENDS:
         raise FastSAMError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -116,10 +118,12 @@ def open_backend(
             f"half precision is offered on the openvino backend (bf16 on CPUs that have it); backend {wanted} "
             "runs fp32 (use backend='openvino', or drop half)"
         )
+    if compile and wanted != "torch":
+        raise FastSAMError(f"compile is torch.compile, for backend 'torch'; backend {wanted} compiles its own graph")
     if wanted == "torch":
         from .pytorch import TorchBackend
 
-        return TorchBackend(model, device, fuse=fuse, channels_last=channels_last, half=half)
+        return TorchBackend(model, device, fuse=fuse, channels_last=channels_last, half=half, compile=compile)
     if wanted == "onnxruntime":
         from .ort import OrtBackend
 

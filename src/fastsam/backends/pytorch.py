@@ -28,6 +28,10 @@ class TorchBackend:
         channels_last: NHWC convolutions (faster on x86 CPUs); defaults to ``fuse``.
         half: fp16 network (CUDA devices only; the caller checks). Its raw head outputs are cast to
             float32 before box decoding: fp16 box coordinates past 1024 px would be 1 px apart.
+        compile: ``torch.compile`` the network for static shapes (``dynamic=False``): each new input
+            shape compiles on its first call (seconds to a minute: a warm-up paid once per shape,
+            so for a video or a batch of one size, not for a folder of mixed sizes), later calls
+            run the compiled kernels. Outputs equal the eager network's up to float rounding.
     """
 
     name = "torch"
@@ -40,6 +44,7 @@ class TorchBackend:
         fuse: bool = True,
         channels_last: bool | None = None,
         half: bool = False,
+        compile: bool = False,
     ) -> None:
         owned = not isinstance(weights, FastSAMNet)
         model = weights if isinstance(weights, FastSAMNet) else load_model(weights, device="cpu")
@@ -59,6 +64,9 @@ class TorchBackend:
         self.memory_format = torch.channels_last if (fuse if channels_last is None else channels_last) else None
         if self.memory_format is not None:
             self.network = self.network.to(memory_format=self.memory_format)
+        if compile:
+            self.provenance["compiled"] = True
+            self.network = torch.compile(self.network, dynamic=False)  # type: ignore[assignment]
 
     def to(self, device: torch.device) -> None:
         if self.dtype == torch.float16 and device.type != "cuda":

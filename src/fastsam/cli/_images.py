@@ -135,8 +135,8 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     from ..config import PredictConfig
     from ..devices import resolve_device
     from ..io.images import iter_sources
-    from ..predictor import FastSAM
     from ..shard import local_device, shard_from_env
+    from ._runtime import open_model
     from ._video import run_videos, split_videos
 
     shard = shard_from_env()  # under torchrun: this rank's share of the inputs, on cuda:LOCAL_RANK
@@ -154,7 +154,7 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     items = [item for src in args.sources for item in iter_sources(src)]
     stems = plan_outputs(items, args.out)
     run = ImageRun(args, items, stems, shard)  # --resume of another run's OUT fails here
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
+    model = open_model(args)
     cfg = _options(args, model.default_imgsz)  # the size the model was trained at, unless --imgsz says otherwise
     progress = _progress(run.begin(), args.progress)
 

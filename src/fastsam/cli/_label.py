@@ -83,9 +83,9 @@ def label(args: argparse.Namespace) -> int:
     from ..config import PredictConfig
     from ..data.label import open_writer
     from ..devices import resolve_device
-    from ..predictor import FastSAM
     from ..shard import clear_done, local_device, shard_from_env
     from ._images import _load, _text_scorer
+    from ._runtime import open_model
 
     shard = shard_from_env()  # under torchrun: this rank's share of the images, on cuda:LOCAL_RANK
     args.device = local_device(args.device, shard)
@@ -104,7 +104,7 @@ def label(args: argparse.Namespace) -> int:
         from ..weights import default_model_path
 
         args.model = default_model_path()
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
+    model = open_model(args)
     cfg = PredictConfig(
         imgsz=model.default_imgsz if args.imgsz is None else args.imgsz,
         conf=args.conf,

@@ -11,6 +11,7 @@ from ._parser_shard import add_shard_options
 from ._parser_tile import add_tile_options
 from ._parser_video import add_video_options
 from ._parser_zeroshot import add_zeroshot_parsers
+from ._runtime import add_runtime_options
 from ._values import (
     DEFAULT_MAX_IMGSZ,
     DEFAULT_MAX_PIXELS,
@@ -55,7 +56,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         help="weight file (a released FastSAM .pt or a fastsam .safetensors) or an exported model (.onnx, "
         "OpenVINO directory or .xml); default: the shipped demo model, trained on synthetic shapes only",
     )
-    _add_backend_option(p)
+    add_runtime_options(p)
     p.add_argument(
         "--imgsz",
         type=positive_int,
@@ -105,24 +106,6 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
 
 
 _MODEL_HELP = "weight file or exported model (.onnx, OpenVINO directory); default: the shipped demo model"
-
-
-#: fastsam.backends.BACKENDS, spelled out: importing the backends (and torch) costs every command time
-BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
-
-
-def _add_backend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        choices=BACKEND_CHOICES,
-        help="runtime of the network (default: by the model file: weights -> torch, .onnx -> onnxruntime, "
-        "OpenVINO -> openvino); weights on onnxruntime/openvino are converted in memory",
-    )
-    p.add_argument(
-        "--half",
-        action="store_true",
-        help="bf16 inference on the openvino backend (CPUs with bf16 units: AVX512-BF16, AMX); fp32 otherwise",
-    )
 
 
 _TRAIN_OPTIONS = (
@@ -246,7 +229,7 @@ def _add_other_commands(sub: Any) -> None:
         help="dataset layout (default auto: detected from the directory contents)",
     )
     val.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
-    _add_backend_option(val)
+    add_runtime_options(val)
     val.add_argument("--out", "-o", type=Path, default=Path("out"), help="output directory (default ./out)")
     val.add_argument(
         "--imgsz", type=positive_int, help="network input long side (default: the model's training size, else 1024)"
@@ -339,7 +322,7 @@ def _add_serve_parser(sub: Any) -> None:
         "everything mode and prompts. Binds to 127.0.0.1 unless --host says otherwise.",
     )
     srv.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
-    _add_backend_option(srv)
+    add_runtime_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     srv.add_argument(

@@ -16,7 +16,8 @@ def add_label_parser(sub: Any) -> None:
     """``label`` on the command tree ``sub``."""
     # function-level import: _parser imports this module to build the command tree
     from ..config import PredictConfig
-    from ._parser import _MODEL_HELP, _add_backend_option
+    from ._parser import _MODEL_HELP
+    from ._runtime import add_runtime_options
 
     d = PredictConfig()
     lb = sub.add_parser(
@@ -53,7 +54,7 @@ def add_label_parser(sub: Any) -> None:
     )
     lb.add_argument("--clip-model", help="open_clip model name of --clip-weights (default ViT-B-32)")
     lb.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
-    _add_backend_option(lb)
+    add_runtime_options(lb)
     lb.add_argument(
         "--imgsz", type=positive_int, help="network input long side (default: the model's training size, else 1024)"
     )

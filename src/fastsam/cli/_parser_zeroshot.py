@@ -29,10 +29,11 @@ _DESCRIPTIONS = {
 
 def _model_options(p: argparse.ArgumentParser, conf: float, iou: float, max_det: int) -> None:
     # function-level import: _parser imports this module to build the command tree
-    from ._parser import _MODEL_HELP, _add_backend_option
+    from ._parser import _MODEL_HELP
+    from ._runtime import add_runtime_options
 
     p.add_argument("--model", "-m", type=Path, help=_MODEL_HELP)
-    _add_backend_option(p)
+    add_runtime_options(p)
     p.add_argument(
         "--imgsz", type=positive_int, help="network input long side (default: the model's training size, else 1024)"
     )

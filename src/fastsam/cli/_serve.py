@@ -44,4 +44,6 @@ def serve(args: argparse.Namespace) -> int:
         clip_model=args.clip_model,
         backend=args.backend,
         half=args.half,
+        post=args.post,
+        compile=args.compile,
     )

@@ -19,8 +19,8 @@ def val(args: argparse.Namespace) -> int:
 
     from ..config import PredictConfig
     from ..devices import resolve_device
-    from ..predictor import FastSAM
     from ..train.evaluate import default_imgsz, evaluate, format_table, metrics_json, open_dataset
+    from ._runtime import open_model
 
     # Check the cheap things (options, device, dataset) before loading a model.
     resolve_device(args.device)
@@ -38,7 +38,7 @@ def val(args: argparse.Namespace) -> int:
         from ..weights import default_model_path
 
         args.model = default_model_path()
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
+    model = open_model(args)
     imgsz = default_imgsz(model) if args.imgsz is None else args.imgsz
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     metrics = evaluate(

@@ -75,7 +75,7 @@ def run_videos(args: argparse.Namespace, videos: list[str], handle: Handler) -> 
     from ..config import PredictConfig
     from ..devices import resolve_device
     from ..extras import require
-    from ..predictor import FastSAM
+    from ._runtime import open_model
 
     _options(args, PredictConfig().imgsz)  # bad options fail before anything is opened
     resolve_device(args.device)
@@ -95,7 +95,7 @@ def run_videos(args: argparse.Namespace, videos: list[str], handle: Handler) -> 
             failures += 1
     if not readers:
         return EXIT_USAGE
-    model = FastSAM(args.model, device=args.device, cache_size=0, backend=args.backend, half=args.half)
+    model = open_model(args)
     cfg = _options(args, model.default_imgsz)
     for source, stem, reader in readers:
         try:

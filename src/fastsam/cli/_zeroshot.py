@@ -17,9 +17,9 @@ def load_model(args: argparse.Namespace, world: int = 1) -> tuple[Any, int]:
     """The model of ``--model`` (default: the demo model) on ``--device`` (cuda -> cuda:LOCAL_RANK under
     torchrun) and the imgsz to run it at."""
     from ..devices import resolve_device
-    from ..predictor import FastSAM
     from ..shard import Shard, local_device
     from ..train.evaluate import default_imgsz
+    from ._runtime import open_model
 
     device = local_device(args.device, Shard(0, world))
     resolve_device(device)
@@ -27,7 +27,7 @@ def load_model(args: argparse.Namespace, world: int = 1) -> tuple[Any, int]:
         from ..weights import default_model_path
 
         args.model = default_model_path()
-    model = FastSAM(args.model, device=device, cache_size=0, backend=args.backend, half=args.half)
+    model = open_model(args, device)
     return model, default_imgsz(model) if args.imgsz is None else args.imgsz
 
 

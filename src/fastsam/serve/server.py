@@ -64,6 +64,8 @@ def run(
     clip_model: str | None = None,
     backend: str | None = None,
     half: bool = False,
+    post: str = "auto",
+    compile: bool = False,
 ) -> int:
     """Load the model (default: the shipped demo model), bind, and serve until interrupted.
 
@@ -85,7 +87,13 @@ def run(
         if value < 1:
             raise FastSAMError(f"{name} must be >= 1, got {value}")
     predictor = FastSAM(
-        model if model is not None else default_model_path(), device=device, cache_size=0, backend=backend, half=half
+        model if model is not None else default_model_path(),
+        device=device,
+        cache_size=0,
+        backend=backend,
+        half=half,
+        post=post,
+        compile=compile,
     )
     config = PredictConfig(imgsz=default_imgsz(predictor) if imgsz is None else imgsz, conf=conf, iou=iou)
     scorer = load_scorer(clip_weights, clip_model, device)
