@@ -236,10 +236,13 @@ def segment(args: argparse.Namespace) -> int:
 
 
 def _text_scorer(args: argparse.Namespace) -> Any:
-    """The CLIP scorer for ``--text``: ``--clip-weights``, else the shipped demo CLIP."""
+    """The CLIP scorer for ``--text``: ``--clip-weights``, else the shipped demo CLIP (on this process's
+    GPU under torchrun, as the model)."""
     from ..devices import resolve_device
+    from ..shard import local_device, shard_from_env
     from ..text import check_clip_model, get_scorer
 
+    args.device = local_device(args.device, shard_from_env())
     resolve_device(args.device)
     weights = args.clip_weights
     if weights is None:
