@@ -2,6 +2,7 @@
 
     python bench/gpu.py                       # device cuda, FastSAM-x and -s at 1024 (~5 min on an H200)
     python bench/gpu.py --device cpu --quick  # tiny sizes: proves the script runs end to end
+    python bench/gpu.py --compile             # also FastSAM(compile=True) rows, with the warm-up stated
 
 Needs only torch, numpy and this package; ultralytics (optional) builds the random-weight test
 checkpoints (tests/reference/ultra_ref.py, unless ``--ckpts DIR`` holds FastSAM-s.pt/FastSAM-x.pt)
@@ -20,6 +21,7 @@ and is the reference predictor of the speed table. No network access. Writes
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
 import os
@@ -209,8 +211,10 @@ def peak_mb(dev: torch.device, fn: Callable[[], Any]) -> str:
     return f"{torch.cuda.max_memory_allocated(dev) / 2**20:.0f}"
 
 
-def bench_ours(ckpt: Path, photo: Path, dev: torch.device, imgsz: int, batch: int, half: bool, reps: int) -> dict:
-    model = FastSAM(ckpt, device=dev, half=half, post="device", cache_size=0)
+def bench_ours(
+    ckpt: Path, photo: Path, dev: torch.device, imgsz: int, batch: int, half: bool, reps: int, compile: bool = False
+) -> dict:
+    model = FastSAM(ckpt, device=dev, half=half, post="device", cache_size=0, compile=compile)
     rgb = load_image(photo)
     cfg = PredictConfig(imgsz=imgsz)
     nc = model.config.num_classes
@@ -220,7 +224,10 @@ def bench_ours(ckpt: Path, photo: Path, dev: torch.device, imgsz: int, batch: in
         return torch.cat(xs).to(dev, non_blocking=True), list(geoms)
 
     x, geoms = prepare()
+    t = time.perf_counter()
     preds, protos = model.forward(x)
+    sync(dev)
+    warmup = time.perf_counter() - t  # with compile=True: compiling for this input shape
 
     def post() -> Any:
         return postprocess_batch(preds, protos, geoms, nc, CONF, IOU, MAX_DET, True)
@@ -247,7 +254,8 @@ def bench_ours(ckpt: Path, photo: Path, dev: torch.device, imgsz: int, batch: in
         "e2e_host": timed(lambda: e2e(True), dev, reps) / batch,
         "masks": len(post().boxes[0]),
         "peak": peak_mb(dev, lambda: e2e(True)),
-        "note": f"C-kernel post on the host: {host_post / batch:.1f} ms/img",
+        "note": f"C-kernel post on the host: {host_post / batch:.1f} ms/img"
+        + (f"; torch.compile warm-up (first forward) {warmup:.1f} s" if compile else ""),
     }
 
 
@@ -289,6 +297,7 @@ def main() -> None:
     ap.add_argument("--ckpts", help="directory with FastSAM-s.pt and FastSAM-x.pt (default: built with ultralytics)")
     ap.add_argument("--out", help="markdown output (default bench/results/gpu-<device>[-quick].md)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "train", "speed"])
+    ap.add_argument("--compile", action="store_true", help="also rows with FastSAM(compile=True) (torch.compile)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     imgsz, batches, reps = (256, (1, 2), 3) if args.quick else (1024, (1, 8), 10)
@@ -325,6 +334,8 @@ def main() -> None:
                     impls = [("fastsam", bench_ours)] + (
                         [("ultralytics", bench_ultralytics)] if have("ultralytics") else []
                     )
+                    if args.compile:
+                        impls.append(("fastsam compiled", functools.partial(bench_ours, compile=True)))
                     for impl, fn in impls:
                         r = fn(ckpts[name], photo, dev, imgsz, batch, half, reps)
                         cells = [f"FastSAM-{name}", batch, "fp16" if half else "fp32", impl]
