@@ -184,18 +184,15 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
     # network pass (both cores). One write is in flight at a time, so messages and names keep the
     # input order, and an exception from a write (e.g. a full disk) surfaces at the next image.
     # With --batch, images wait (decoded) until their batch of one letterboxed shape has run.
-    failures = 0
     loaded: dict[int, tuple[str, str, np.ndarray]] = {}
 
     def decoded() -> Iterator[np.ndarray]:
-        nonlocal failures
         for (name, source), stem in progress:
             try:
                 rgb = _load(source, args.max_pixels)
             except FastSAMError as exc:
                 print(f"fastsam: error: {exc}", file=sys.stderr)
                 run.failed(stem, str(exc))
-                failures += 1
                 continue
             loaded[next(positions)] = (name, stem, rgb)  # the position iter_batched reports it under
             yield rgb
@@ -218,10 +215,10 @@ def run_images(args: argparse.Namespace, handle: Handler) -> int:
         for i, segments in results:
             name, stem, rgb = loaded.pop(i)
             if pending is not None:
-                failures += not pending.result()
+                pending.result()  # a write's exception surfaces here
             pending = writer.submit(finish, name, stem, rgb, segments)
         if pending is not None:
-            failures += not pending.result()
+            pending.result()
     # every failure is in the run's results: rank 0 (or one process) reports all of them
     return 0 if run.finish() else EXIT_USAGE  # rank 0: after the other ranks, OUT/index.json
 
