@@ -199,3 +199,29 @@ def test_mask_iou_estimates_large_masks_on_a_grid_and_keeps_small_ones_exact() -
     got = mask_iou(a.regions, a.crops, a.areas, b.regions, b.crops, b.areas, frame_size=(h, w), cache={})
     assert np.abs(got - want).max() < 0.03  # grid estimate for the large pairs
     assert got[4, 4] == 1.0  # the small pair is computed exactly
+
+
+def test_mask_iou_kernels_equal_the_numpy_path(monkeypatch) -> None:
+    """The C kernels (exact pairs, grid samples) give the numpy fallback's numbers exactly, for
+    regions reaching outside the frame and for non-contiguous crops."""
+    from fastsam.ops import _native
+    from fastsam.ops.crop_iou import crop_iou, mask_iou
+
+    if not _native.available():
+        pytest.skip("the C kernels are not built")  # the numpy path is what runs then
+    rng = np.random.default_rng(5)
+    masks = rng.random((24, H, W)) < 0.02
+    for k, m in enumerate(masks):  # blobs of all sizes, some at the borders
+        y, x, s = int(rng.integers(-20, H)), int(rng.integers(-20, W)), int(rng.integers(3, 90))
+        m[max(0, y) : max(0, y + s), max(0, x) : max(0, x + s + k)] = True
+    seg = Segments.from_masks(masks, np.ones(len(masks)))
+    shifted = seg.regions + np.array([-7, -7, 5, 5])  # predicted regions partly outside the frame
+    strided = [np.asarray(c)[:, ::1].T.copy().T for c in seg.crops]  # Fortran-ordered: not C-contiguous
+    args = (seg.regions[:12], strided[:12], seg.areas[:12], shifted[12:], seg.crops[12:], seg.areas[12:])
+    got = {}
+    for native in ("1", "0"):
+        monkeypatch.setenv("FASTSAM_NATIVE", native)
+        got[native] = (crop_iou(*args), mask_iou(*args, frame_size=(H, W), cache={}), mask_iou(*args))
+    for a, b in zip(got["1"], got["0"]):
+        np.testing.assert_array_equal(a, b)
+    assert (got["1"][0] > 0).sum() > 10 and (got["1"][1] > 0).sum() > 10

@@ -119,6 +119,9 @@ class Tracker:
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
+        require("scipy")  # the extra is checked, and scipy imported (~0.3 s), before the first frame
+        import scipy.optimize  # noqa: F401
+
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._frame = -1

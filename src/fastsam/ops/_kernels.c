@@ -1,5 +1,5 @@
 /*
- * Two small kernels of fastsam.ops, called through ctypes (see ops/_native.py):
+ * Small kernels of fastsam.ops, called through ctypes (see ops/_native.py):
  *
  * 1. Mask regions: bilinear upsampling of mask logits inside each mask's box, thresholded at 0, with
  *    the stability counts at +1 and -1. The hot loop of ops/masks.py, for many masks per call.
@@ -7,6 +7,8 @@
  *    NMS: that import costs seconds on a cold start (it pulls in torch._dynamo).
  * 3. COCO compressed RLE of a cropped mask (formats.py), without building the full mask: the JSON
  *    output of `fastsam segment` writes one per mask.
+ * 4. Mask IoU of compact masks (ops/crop_iou.py): exact intersections of crop pairs and crops read
+ *    at grid points, the per-mask Python loops of the tracker's association.
  *
  * About (1):
  *
@@ -227,8 +229,59 @@ int64_t fastsam_rle_string(const uint8_t *crop, int64_t h, int64_t w, int64_t r0
     return wr.length;
 }
 
+/*
+ * 4. Mask IoU of compact masks (ops/crop_iou.py). Crops are (r1 - r0) x (c1 - c0) bytes, row-major,
+ * 0 or 1, placed at regions (r0, r1, c0, c1) of one pixel frame (regions may reach outside it).
+ *
+ * Intersection counts of the (i, j) pairs: a's crop i and b's crop j, read only inside the overlap
+ * of their regions. out[p] = count for pairs[2p], pairs[2p + 1].
+ */
+AVX2_CLONE
+void fastsam_pair_intersections(int64_t npairs, const int64_t *pairs, const uint8_t *const *crops_a,
+                                const int64_t *regions_a, const uint8_t *const *crops_b, const int64_t *regions_b,
+                                int64_t *out)
+{
+    for (int64_t p = 0; p < npairs; p++) {
+        const int64_t *ra = regions_a + 4 * pairs[2 * p], *rb = regions_b + 4 * pairs[2 * p + 1];
+        const uint8_t *a = crops_a[pairs[2 * p]], *b = crops_b[pairs[2 * p + 1]];
+        const int64_t r0 = ra[0] > rb[0] ? ra[0] : rb[0], r1 = ra[1] < rb[1] ? ra[1] : rb[1];
+        const int64_t c0 = ra[2] > rb[2] ? ra[2] : rb[2], c1 = ra[3] < rb[3] ? ra[3] : rb[3];
+        const int64_t wa = ra[3] - ra[2], wb = rb[3] - rb[2];
+        int64_t count = 0;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *pa = a + (r - ra[0]) * wa + (c0 - ra[2]), *pb = b + (r - rb[0]) * wb + (c0 - rb[2]);
+            uint32_t row = 0; /* a row holds fewer than 2**32 pixels */
+            for (int64_t c = 0; c < c1 - c0; c++)
+                row += pa[c] & pb[c];
+            count += row;
+        }
+        out[p] = count;
+    }
+}
+
+/*
+ * Crop k read at the points of a sampling grid: for the cells i in [cells[4k], cells[4k + 1]) and
+ * j in [cells[4k + 2], cells[4k + 3]) of a grid `width` cells wide, whose cell (i, j) samples pixel
+ * (rows[i * width + j], cols[i * width + j]), out[k * ncells + i * width + j] = the crop's value
+ * there (1.0 or 0.0) when that pixel lies inside the crop's region; other entries are left as they are.
+ */
+void fastsam_grid_samples(int64_t n, const uint8_t *const *crops, const int64_t *regions, const int64_t *cells,
+                          int64_t width, int64_t ncells, const int64_t *rows, const int64_t *cols, float *out)
+{
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t *g = regions + 4 * k, *q = cells + 4 * k;
+        const int64_t w = g[3] - g[2];
+        for (int64_t i = q[0]; i < q[1]; i++)
+            for (int64_t j = q[2]; j < q[3]; j++) {
+                const int64_t at = i * width + j, r = rows[at], c = cols[at];
+                if (r >= g[0] && r < g[1] && c >= g[2] && c < g[3])
+                    out[k * ncells + at] = (float)crops[k][(r - g[0]) * w + (c - g[2])];
+            }
+    }
+}
+
 static struct PyModuleDef kernels_module = {
-    PyModuleDef_HEAD_INIT, "_kernels", "Mask-region, NMS and RLE kernels; call them through fastsam.ops._native.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_kernels", "Mask-region, NMS, RLE and mask-IoU kernels; call them through fastsam.ops._native.", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&kernels_module); }

@@ -12,6 +12,7 @@ import ctypes
 import importlib
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .masks import AxisTable
 
-__all__ = ["available", "nms_sorted", "rle_strings", "threshold_windows"]
+__all__ = ["available", "grid_samples", "nms_sorted", "pair_intersections", "rle_strings", "threshold_windows"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "lib": the loaded functions or None; "pool": thread pool, made when first needed
@@ -31,6 +32,7 @@ def _load() -> dict[str, Any] | None:
         module = importlib.import_module("fastsam.ops._kernels")
         lib = ctypes.CDLL(module.__file__)
         regions, nms, rle = lib.fastsam_threshold_regions, lib.fastsam_nms_sorted, lib.fastsam_rle_string
+        pairs, grid = lib.fastsam_pair_intersections, lib.fastsam_grid_samples
     except (ImportError, OSError, AttributeError, TypeError):
         return None
     regions.restype = ctypes.c_int
@@ -39,7 +41,11 @@ def _load() -> dict[str, Any] | None:
     nms.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
     rle.restype = ctypes.c_int64
     rle.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 6 + [ctypes.c_void_p, ctypes.c_int64]
-    return {"regions": regions, "nms": nms, "rle": rle}
+    pairs.restype = None
+    pairs.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 6
+    grid.restype = None
+    grid.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
+    return {"regions": regions, "nms": nms, "rle": rle, "pairs": pairs, "grid": grid}
 
 
 def _function(name: str) -> Any | None:
@@ -99,6 +105,91 @@ def rle_strings(crops: list[np.ndarray], regions: np.ndarray | list, size: tuple
             length = fn(view.ctypes.data, h, w, r0, r1, c0, c1, out.ctypes.data, out.size)
         strings.append(out[:length].tobytes().decode("ascii"))
     return strings
+
+
+def _crop_pointers(
+    crops: Sequence[np.ndarray], regions: np.ndarray, used: np.ndarray | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """C-contiguous byte views of boolean crops (kept alive by the caller) and their addresses (0 for
+    crops not in ``used``, when given); each crop must have its region's shape (the kernels index
+    crops by their regions)."""
+    if len(crops) != len(regions):
+        raise ValueError(f"{len(crops)} crops but {len(regions)} regions")
+    views = []
+    ptrs = np.zeros(len(crops), dtype=np.uintp)
+    for k in range(len(crops)) if used is None else np.unique(used).tolist():
+        r0, r1, c0, c1 = regions[k].tolist()
+        if crops[k].shape != (r1 - r0, c1 - c0):
+            raise ValueError(f"crop of shape {crops[k].shape} does not fit region {(r0, r1, c0, c1)}")
+        views.append(np.ascontiguousarray(crops[k], dtype=bool).view(np.uint8))
+        ptrs[k] = views[-1].ctypes.data
+    return views, ptrs
+
+
+def pair_intersections(
+    pairs: np.ndarray,
+    crops_a: Sequence[np.ndarray],
+    regions_a: np.ndarray,
+    crops_b: Sequence[np.ndarray],
+    regions_b: np.ndarray,
+) -> np.ndarray | None:
+    """(P,) int64 pixel counts of crop_a[i] & crop_b[j] for the (P, 2) (i, j) ``pairs`` (crops placed at
+    their (r0, r1, c0, c1) regions of one frame), or None when the kernel is unavailable."""
+    fn = _function("pairs")
+    if fn is None:
+        return None
+    pairs = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
+    regions_a = np.ascontiguousarray(regions_a, dtype=np.int64).reshape(-1, 4)
+    regions_b = np.ascontiguousarray(regions_b, dtype=np.int64).reshape(-1, 4)
+    if pairs.size and not (
+        (pairs >= 0).all() and (pairs[:, 0] < len(regions_a)).all() and (pairs[:, 1] < len(regions_b)).all()
+    ):
+        raise ValueError("pair indices out of range")
+    va, pa = _crop_pointers(crops_a, regions_a, pairs[:, 0])  # only the crops the pairs read
+    vb, pb = _crop_pointers(crops_b, regions_b, pairs[:, 1])
+    out = np.zeros(len(pairs), dtype=np.int64)
+    if len(pairs):
+        fn(len(pairs), pairs.ctypes.data, pa.ctypes.data, regions_a.ctypes.data, pb.ctypes.data, regions_b.ctypes.data,
+           out.ctypes.data)  # fmt: skip
+    del va, vb  # the views lived through the call
+    return out
+
+
+def grid_samples(
+    crops: Sequence[np.ndarray],
+    regions: np.ndarray,
+    cells: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    out: np.ndarray,
+) -> bool:
+    """Write crop k's values at the grid points of cells [i0, i1) x [j0, j1) (``cells[k]``) into
+    ``out[k]`` ((n, cells_h * cells_w) float32; grid point (i, j) is pixel (rows[i, j], cols[i, j])).
+    False (nothing written) when the kernel is unavailable."""
+    fn = _function("grid")
+    if fn is None:
+        return False
+    regions = np.ascontiguousarray(regions, dtype=np.int64).reshape(-1, 4)
+    cells = np.ascontiguousarray(cells, dtype=np.int64).reshape(-1, 4)
+    rows, cols = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64)
+    h, w = rows.shape
+    if (
+        cols.shape != (h, w)
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or out.shape != (len(crops), h * w)
+    ):
+        raise ValueError("grid_samples: rows/cols must be (H, W) and out (n, H * W) C-contiguous float32")
+    if len(cells) != len(crops) or not (
+        (cells[:, 0] >= 0).all() and (cells[:, 1] <= h).all() and (cells[:, 2] >= 0).all() and (cells[:, 3] <= w).all()
+    ):
+        raise ValueError("grid_samples: cell ranges outside the grid")
+    views, ptrs = _crop_pointers(crops, regions)
+    if len(views):
+        fn(len(views), ptrs.ctypes.data, regions.ctypes.data, cells.ctypes.data, w, h * w, rows.ctypes.data,
+           cols.ctypes.data, out.ctypes.data)  # fmt: skip
+    del views
+    return True
 
 
 def _forget_pool_in_child() -> None:

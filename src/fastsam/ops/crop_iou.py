@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+
+from . import _native
 
 __all__ = ["GRID_POINTS", "MIN_SAMPLES", "crop_iou", "mask_iou", "region_overlap"]
 
@@ -67,7 +70,15 @@ def _pairs(
     crops_b: Sequence[np.ndarray],
     areas_b: np.ndarray,
 ) -> None:
-    """Exact IoU of the (i, j) ``pairs`` into ``out``: only the overlap window of each crop is read."""
+    """Exact IoU of the (i, j) ``pairs`` into ``out``: only the overlap window of each crop is read
+    (in one C call when the kernels are built, else pair by pair)."""
+    if len(pairs) == 0:
+        return
+    counts = _native.pair_intersections(pairs, crops_a, regions_a, crops_b, regions_b)
+    if counts is not None:
+        i, j = pairs[:, 0], pairs[:, 1]
+        out[i, j] = counts / (areas_a[i] + areas_b[j] - counts)
+        return
     for i, j in pairs:
         ra, rb = regions_a[i], regions_b[j]
         r0, r1 = max(ra[0], rb[0]), min(ra[1], rb[1])
@@ -94,17 +105,22 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
     upsamplings of a 4x-coarser map: a lattice of 4 or 8 px at the usual sizes). ``cache`` keeps
     each mask's samples by (crop identity, position, grid) for further calls on the same grid."""
     jitter = np.random.default_rng(0).integers(0, step, size=(2, *shape))
+    native = _native.available()
     rows = origin[0] + np.arange(shape[0])[:, None] * step + jitter[0]  # (cells_h, cells_w) absolute
     cols = origin[1] + np.arange(shape[1])[None, :] * step + jitter[1]
     out = np.zeros((len(crops), *shape), dtype=np.float32)
+    todo = []
     for k in np.flatnonzero(keep).tolist():
         r0, r1, c0, c1 = (int(v) for v in regions[k])
         key = (id(crops[k]), r0, c0, step, origin, shape)
+        i0, i1 = max(0, (r0 - origin[0]) // step), min(shape[0], -(-(r1 - origin[0]) // step))
+        j0, j1 = max(0, (c0 - origin[1]) // step), min(shape[1], -(-(c1 - origin[1]) // step))
         if cache is not None and key in cache:
             i0, j0, block = cache[key]
+        elif native:
+            todo.append((k, (i0, max(i0, i1), j0, max(j0, j1))))
+            continue
         else:
-            i0, i1 = max(0, (r0 - origin[0]) // step), min(shape[0], -(-(r1 - origin[0]) // step))
-            j0, j1 = max(0, (c0 - origin[1]) // step), min(shape[1], -(-(c1 - origin[1]) // step))
             rr, cc = rows[i0:i1, j0:j1], cols[i0:i1, j0:j1]
             inside = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
             block = np.zeros(rr.shape, dtype=np.float32)
@@ -112,7 +128,13 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
             if cache is not None:
                 cache[key] = (i0, j0, block)
         out[k, i0 : i0 + block.shape[0], j0 : j0 + block.shape[1]] = block
-    return out.reshape(len(crops), -1)
+    flat = out.reshape(len(crops), -1)
+    if todo:  # the C kernel: every mask not in the cache in one call (cheap enough not to cache)
+        ks = [k for k, _ in todo]
+        part = np.zeros((len(ks), flat.shape[1]), dtype=np.float32)
+        _native.grid_samples([crops[k] for k in ks], regions[ks], np.array([c for _, c in todo]), rows, cols, part)
+        flat[ks] = part
+    return flat
 
 
 def mask_iou(
@@ -161,7 +183,10 @@ def mask_iou(
         shape = (-(-extent[0] // step), -(-extent[1] // step))
         sa = _sampled(regions_a, crops_a, big_a & sampled.any(1), (r_org, c_org), shape, step, cache)
         sb = _sampled(regions_b, crops_b, big_b & sampled.any(0), (r_org, c_org), shape, step, cache)
-        inter = sa @ sb.T  # sample counts of every intersection (exact integers in float32 up to 2**24)
+        # sample counts of every intersection (exact integers in float32 up to 2**24). torch's matmul,
+        # not numpy's: it runs on the thread pool the network uses, where OpenBLAS' own threads would
+        # keep spinning after the call and slow the next frame's network pass
+        inter = (torch.from_numpy(sa) @ torch.from_numpy(sb).T).numpy()
         union = sa.sum(1)[:, None] + sb.sum(1)[None, :] - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             est = np.where(union > 0, inter / union, 0.0)
