@@ -3,6 +3,7 @@
     python bench/gpu.py                       # device cuda, FastSAM-x and -s at 1024 (~5 min on an H200)
     python bench/gpu.py --device cpu --quick  # tiny sizes: proves the script runs end to end
     python bench/gpu.py --compile             # also FastSAM(compile=True) rows, with the warm-up stated
+    python bench/gpu.py --skip parity train speed   # only the max_det 1000 memory check
 
 Needs only torch, numpy and this package; ultralytics (optional) builds the random-weight test
 checkpoints (tests/reference/ultra_ref.py, unless ``--ckpts DIR`` holds FastSAM-s.pt/FastSAM-x.pt)
@@ -290,13 +291,60 @@ def bench_ultralytics(
     }
 
 
+def memory_rows(ckpt: Path, photo: Path, dev: torch.device, work: Path, quick: bool) -> list[str]:
+    """The original's users ran out of memory at max_det 1000 on large photos: peak device memory
+    of one call at max_det 1000 (conf 0.05, so that the cap is reached) on a 3000x2000 image."""
+    from PIL import Image
+
+    w, h = (750, 500) if quick else (3000, 2000)
+    big = work / f"big-{w}x{h}.jpg"
+    Image.open(photo).convert("RGB").resize((w, h), Image.BILINEAR).save(big)
+    imgsz = 256 if quick else 1024
+    rows = [
+        f"## Memory: max_det 1000 on a {w}x{h} image, {ckpt.stem} at {imgsz}, conf 0.05, retina masks",
+        "",
+        "| impl | masks | peak device MB | s |",
+        "|---|---|---|---|",
+    ]
+    ours = FastSAM(ckpt, device=dev, post="device", cache_size=0)
+    runs: list[tuple[str, Callable[[], int]]] = [
+        ("fastsam", lambda: len(ours(big, imgsz=imgsz, conf=0.05, max_det=1000)))  # type: ignore[arg-type]
+    ]
+    if have("ultralytics"):
+        from ultralytics import FastSAM as UltraFastSAM
+
+        ultra = UltraFastSAM(str(ckpt))
+        device = "cpu" if dev.type == "cpu" else str(dev.index or 0)
+
+        def run_ultra() -> int:
+            r = ultra(str(big), device=device, imgsz=imgsz, conf=0.05, iou=IOU, max_det=1000, retina_masks=True,
+                      verbose=False)[0]  # fmt: skip
+            return 0 if r.masks is None else len(r.masks.data)
+
+        runs.append(("ultralytics", run_ultra))
+    for impl, fn in runs:
+        fn()  # warm-up
+        t = time.perf_counter()
+        try:
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            count = fn()
+            sync(dev)
+            peak = f"{torch.cuda.max_memory_allocated(dev) / 2**20:.0f}" if dev.type == "cuda" else "-"
+            rows.append(f"| {impl} | {count} | {peak} | {time.perf_counter() - t:.2f} |")
+        except torch.OutOfMemoryError as exc:
+            rows.append(f"| {impl} | - | out of memory: {str(exc).splitlines()[0][:80]} | - |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (imgsz 256, batch 1 and 2, 3 repetitions)")
     ap.add_argument("--ckpts", help="directory with FastSAM-s.pt and FastSAM-x.pt (default: built with ultralytics)")
     ap.add_argument("--out", help="markdown output (default bench/results/gpu-<device>[-quick].md)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "train", "speed"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["parity", "train", "speed", "memory"])
     ap.add_argument("--compile", action="store_true", help="also rows with FastSAM(compile=True) (torch.compile)")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -347,6 +395,10 @@ def main() -> None:
                             notes.append(f"- FastSAM-{name} batch {batch} {'fp16' if half else 'fp32'}: {r['note']}")
         lines += ["", *notes, ""]
         lines.append("ultralytics' forward/post are its own `Results.speed` figures (per image).")
+    if "memory" not in args.skip:
+        memory = memory_rows(ckpts["x"], images[0], dev, work, args.quick)
+        lines += ["", *memory, ""]
+        print("\n".join(memory), flush=True)
     lines.append(f"\nTotal {time.perf_counter() - t0:.0f} s.")
     out = Path(args.out or ROOT / "bench" / "results" / f"gpu-{dev.type}{'-quick' if args.quick else ''}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
