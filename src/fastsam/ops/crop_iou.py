@@ -115,11 +115,11 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
         key = (id(crops[k]), r0, c0, step, origin, shape)
         i0, i1 = max(0, (r0 - origin[0]) // step), min(shape[0], -(-(r1 - origin[0]) // step))
         j0, j1 = max(0, (c0 - origin[1]) // step), min(shape[1], -(-(c1 - origin[1]) // step))
+        if native:  # rows of the flat samples: cached ones copied below, the others in one C call
+            todo.append((k, key, (i0, max(i0, i1), j0, max(j0, j1))))
+            continue
         if cache is not None and key in cache:
             i0, j0, block = cache[key]
-        elif native:
-            todo.append((k, (i0, max(i0, i1), j0, max(j0, j1))))
-            continue
         else:
             rr, cc = rows[i0:i1, j0:j1], cols[i0:i1, j0:j1]
             inside = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
@@ -129,11 +129,20 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
                 cache[key] = (i0, j0, block)
         out[k, i0 : i0 + block.shape[0], j0 : j0 + block.shape[1]] = block
     flat = out.reshape(len(crops), -1)
-    if todo:  # the C kernel: every mask not in the cache in one call (cheap enough not to cache)
-        ks = [k for k, _ in todo]
+    new = []
+    for k, key, cells in todo:
+        hit = cache.get(("flat", *key)) if cache is not None else None
+        if hit is not None:
+            flat[k] = hit
+        else:
+            new.append((k, key, cells))
+    if new:
+        ks = [k for k, _, _ in new]
         part = np.zeros((len(ks), flat.shape[1]), dtype=np.float32)
-        _native.grid_samples([crops[k] for k in ks], regions[ks], np.array([c for _, c in todo]), rows, cols, part)
+        _native.grid_samples([crops[k] for k in ks], regions[ks], np.array([c for _, _, c in new]), rows, cols, part)
         flat[ks] = part
+        if cache is not None:
+            cache.update({("flat", *key): row for (_, key, _), row in zip(new, part)})
     return flat
 
 
