@@ -9,6 +9,7 @@ IoU from above using only the regions and the areas.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,6 +96,17 @@ GRID_POINTS = 4096
 MIN_SAMPLES = 16
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(origin: tuple[int, int], shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cells_h, cells_w) absolute rows and columns of the sample points (the same for every call on
+    one grid: a tracker's frames all use one; made once, read-only)."""
+    jitter = np.random.default_rng(0).integers(0, step, size=(2, *shape))
+    rows = origin[0] + np.arange(shape[0])[:, None] * step + jitter[0]
+    cols = origin[1] + np.arange(shape[1])[None, :] * step + jitter[1]
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
 def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray, origin: tuple[int, int],
              shape: tuple[int, int], step: int, cache: dict | None) -> np.ndarray:  # fmt: skip
     """(N, cells) float32: mask ``k`` (for ``keep[k]``, else zeros) read at one point per grid cell
@@ -104,10 +116,8 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
     lattice would alias with the regular structure of upsampled masks (retina masks are bilinear
     upsamplings of a 4x-coarser map: a lattice of 4 or 8 px at the usual sizes). ``cache`` keeps
     each mask's samples by (crop identity, position, grid) for further calls on the same grid."""
-    jitter = np.random.default_rng(0).integers(0, step, size=(2, *shape))
     native = _native.available()
-    rows = origin[0] + np.arange(shape[0])[:, None] * step + jitter[0]  # (cells_h, cells_w) absolute
-    cols = origin[1] + np.arange(shape[1])[None, :] * step + jitter[1]
+    rows, cols = _grid(origin, shape, step)
     out = np.zeros((len(crops), *shape), dtype=np.float32)
     todo = []
     for k in np.flatnonzero(keep).tolist():
