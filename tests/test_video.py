@@ -240,3 +240,15 @@ def test_missing_video_extra_is_named(clip: tuple[Path, list], monkeypatch: pyte
     monkeypatch.setattr(fastsam.extras, "installed", lambda module: module != "av")
     line = usage_error(main(["segment", str(clip[0]), "--out", "unused"]))
     assert "pip install 'fastsam[video]'" in line
+
+
+def test_resume_skips_a_video_whose_outputs_are_complete(clip: tuple[Path, list], tracked: Path, capsys) -> None:
+    outputs = [tracked / "clip.jsonl", tracked / "clip.mp4"]
+    before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs]
+    argv = ["segment", str(clip[0]), "--out", str(tracked), "--track", "--imgsz", "320", "--no-progress", "--resume"]
+    assert main(argv) == 0
+    assert "complete: skipped (--resume)" in capsys.readouterr().err
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs] == before  # not redone
+    outputs[1].unlink()  # an incomplete pair is done again
+    assert main(argv) == 0
+    assert outputs[1].is_file() and len(lines(outputs[0])) == FRAMES

@@ -28,6 +28,7 @@ def add_shard_options(p: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="skip inputs whose outputs in --out are complete (a killed run continues where it stopped; refused "
-        "if --out holds a run of other options); without it, outputs of an earlier run are replaced",
+        "if --out holds a run of other options; a video: when its .jsonl and .mp4 both exist); without it, "
+        "outputs of an earlier run are replaced",
     )
     add_rank_timeout(p, "OUT/index.json")

@@ -85,9 +85,18 @@ def run_videos(args: argparse.Namespace, videos: list[str], handle: Handler) -> 
     if args.command == "prompt" and args.track and args.text:
         raise FastSAMError("--text with --track on a video is not supported; use --point or --box")
     stems = plan_outputs([(v, Path(v)) for v in videos], args.out, VIDEO_OUTPUTS)
+    todo = list(zip(videos, stems))
+    if getattr(args, "resume", False):  # both outputs are written atomically: existing means complete
+        done = {s for s in stems if all((args.out / f"{s}{suffix}").is_file() for suffix in VIDEO_OUTPUTS)}
+        for source, stem in todo:
+            if stem in done:
+                print(f"{source}: {args.out / stem}.jsonl, .mp4 are complete: skipped (--resume)", file=sys.stderr)
+        todo = [(v, s) for v, s in todo if s not in done]
+        if not todo:
+            return 0
     failures = 0
     readers: list[tuple[str, str, VideoReader]] = []
-    for source, stem in zip(videos, stems):
+    for source, stem in todo:
         try:
             readers.append((source, stem, _open(source, args)))
         except FastSAMError as exc:
