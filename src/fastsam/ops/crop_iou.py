@@ -116,44 +116,40 @@ def _sampled(regions: np.ndarray, crops: Sequence[np.ndarray], keep: np.ndarray,
     lattice would alias with the regular structure of upsampled masks (retina masks are bilinear
     upsamplings of a 4x-coarser map: a lattice of 4 or 8 px at the usual sizes). ``cache`` keeps
     each mask's samples by (crop identity, position, grid) for further calls on the same grid."""
-    native = _native.available()
     rows, cols = _grid(origin, shape, step)
-    out = np.zeros((len(crops), *shape), dtype=np.float32)
-    todo = []
+    out = np.zeros((len(crops), shape[0] * shape[1]), dtype=np.float32)
+    todo = []  # (mask, cache key, cell ranges) of the masks not in the cache
     for k in np.flatnonzero(keep).tolist():
         r0, r1, c0, c1 = (int(v) for v in regions[k])
         key = (id(crops[k]), r0, c0, step, origin, shape)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            out[k] = hit
+            continue
         i0, i1 = max(0, (r0 - origin[0]) // step), min(shape[0], -(-(r1 - origin[0]) // step))
         j0, j1 = max(0, (c0 - origin[1]) // step), min(shape[1], -(-(c1 - origin[1]) // step))
-        if native:  # rows of the flat samples: cached ones copied below, the others in one C call
-            todo.append((k, key, (i0, max(i0, i1), j0, max(j0, j1))))
-            continue
-        if cache is not None and key in cache:
-            i0, j0, block = cache[key]
-        else:
-            rr, cc = rows[i0:i1, j0:j1], cols[i0:i1, j0:j1]
-            inside = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
-            block = np.zeros(rr.shape, dtype=np.float32)
-            block[inside] = crops[k][rr[inside] - r0, cc[inside] - c0]
-            if cache is not None:
-                cache[key] = (i0, j0, block)
-        out[k, i0 : i0 + block.shape[0], j0 : j0 + block.shape[1]] = block
-    flat = out.reshape(len(crops), -1)
-    new = []
-    for k, key, cells in todo:
-        hit = cache.get(("flat", *key)) if cache is not None else None
-        if hit is not None:
-            flat[k] = hit
-        else:
-            new.append((k, key, cells))
-    if new:
-        ks = [k for k, _, _ in new]
-        part = np.zeros((len(ks), flat.shape[1]), dtype=np.float32)
-        _native.grid_samples([crops[k] for k in ks], regions[ks], np.array([c for _, _, c in new]), rows, cols, part)
-        flat[ks] = part
+        todo.append((k, key, (i0, max(i0, i1), j0, max(j0, j1))))
+    if todo:
+        ks = [k for k, _, _ in todo]
+        args = ([crops[k] for k in ks], regions[ks], np.array([c for _, _, c in todo]), rows, cols)
+        part = np.zeros((len(ks), out.shape[1]), dtype=np.float32)
+        if not _native.grid_samples(*args, part):  # the C kernel, else the same reads in numpy
+            _grid_samples(*args, part)
+        out[ks] = part
         if cache is not None:
-            cache.update({("flat", *key): row for (_, key, _), row in zip(new, part)})
-    return flat
+            cache.update({key: row for (_, key, _), row in zip(todo, part)})
+    return out
+
+
+def _grid_samples(
+    crops: list[np.ndarray], regions: np.ndarray, cells: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray
+) -> None:
+    """numpy version of ``_native.grid_samples``: crop k read at the grid points of its cell ranges."""
+    grid = out.reshape(len(crops), *rows.shape)
+    for k, (crop, (r0, r1, c0, c1), (i0, i1, j0, j1)) in enumerate(zip(crops, regions.tolist(), cells.tolist())):
+        rr, cc = rows[i0:i1, j0:j1], cols[i0:i1, j0:j1]
+        inside = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
+        grid[k, i0:i1, j0:j1][inside] = crop[rr[inside] - r0, cc[inside] - c0]
 
 
 def mask_iou(
