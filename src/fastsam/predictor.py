@@ -289,12 +289,8 @@ class FastSAM:
         masks (see `fastsam.tiling`); ``batch`` then counts tiles.
         """
         cfg = self.call_config(imgsz, conf, iou, retina_masks, max_det, device)
-        if tile is not None or tile_overlap is not None:
-            from .tiling import TileConfig, segment_tiled
-
-            if tile is None:
-                raise FastSAMError("tile_overlap needs tile (the tile size in pixels)")
-            tiles = TileConfig(tile, tile_overlap)
+        if tile is None and tile_overlap is not None:
+            raise FastSAMError("tile_overlap needs tile (the tile size in pixels)")
         prompted = bboxes is not None or points is not None or labels is not None or texts is not None
         if prompted and tile is not None:
             raise FastSAMError("tile= is for everything mode; prompts select among one pass's masks")
@@ -308,6 +304,9 @@ class FastSAM:
             isinstance(source, (str, Path)) and Path(source).is_dir()
         )
         if tile is not None:
+            from .tiling import TileConfig, segment_tiled
+
+            tiles = TileConfig(tile, tile_overlap)
             results = [segment_tiled(self, load_image(item), cfg, tiles, batch) for _, item in iter_sources(source)]
         elif batch != 1:
             from .batching import segment_batch

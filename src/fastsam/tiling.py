@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +41,18 @@ __all__ = ["TileConfig", "merge_tiles", "segment_tiled", "tile_windows"]
 
 #: A tile's window in image pixels: (r0, r1, c0, c1), ends exclusive.
 Window = tuple[int, int, int, int]
+
+
+class _Mask(NamedTuple):
+    """A candidate of the merge: one mask in image pixels."""
+
+    box: Any
+    score: float
+    stability: float
+    region: np.ndarray
+    crop: np.ndarray
+    area: int
+
 
 #: A mask within this many pixels of a tile edge touches it (retina masks end a pixel short at times).
 EDGE_MARGIN = 2
@@ -192,13 +204,18 @@ def _join_pairs(a: Segments, b: Segments, common: Window, join_iou: float) -> li
     return pairs
 
 
-def _union(members: list[tuple[Segments, int]]) -> tuple[Any, ...]:
-    """One mask from pieces: (box, score, stability, region, crop). Score: the best piece's;
+def _mask(seg: Segments, k: int) -> _Mask:
+    return _Mask(
+        seg.boxes[k], float(seg.scores[k]), float(seg.stability[k]), seg.regions[k], seg.crops[k], int(seg.areas[k])
+    )
+
+
+def _union(members: list[tuple[Segments, int]]) -> _Mask:
+    """One mask from pieces. Score: the best piece's;
     stability: the pieces' area-weighted mean; box: the pieces' boxes' union. One piece is itself
     (its crop is not copied: a tile pass's masks are most of the memory a tiled run holds)."""
     if len(members) == 1:
-        seg, k = members[0]
-        return seg.boxes[k], seg.scores[k], seg.stability[k], seg.regions[k], seg.crops[k]
+        return _mask(*members[0])
     regions = np.stack([seg.regions[k] for seg, k in members])
     r0, c0 = regions[:, 0].min(), regions[:, 2].min()
     r1, c1 = regions[:, 1].max(), regions[:, 3].max()
@@ -212,7 +229,8 @@ def _union(members: list[tuple[Segments, int]]) -> tuple[Any, ...]:
     stab = np.array([seg.stability[k] for seg, k in members], dtype=np.float64)
     stability = float((areas * stab).sum() / areas.sum()) if areas.sum() else float(stab.mean())
     score = max(float(seg.scores[k]) for seg, k in members)
-    return box, np.float32(score), np.float32(stability), np.array([r0, r1, c0, c1], dtype=np.int64), crop
+    region = np.array([r0, r1, c0, c1], dtype=np.int64)
+    return _Mask(box, score, stability, region, crop, int(np.count_nonzero(crop)))
 
 
 def _continued(region: np.ndarray, line: tuple[int, int], side_low: bool) -> bool:
@@ -240,36 +258,33 @@ def merge_tiles(
     for t, (_, seg) in enumerate(parts):
         for k in range(len(seg)):
             groups.setdefault(sets.find(int(offsets[t]) + k), []).append((t, k))
-    cand: list[tuple[Any, ...]] = []
+    cand: list[_Mask] = []
     rank: list[int] = []  # 0: whole tile mask, 1: whole-image pass, 2: cut tile mask (see docstring)
     for members in groups.values():
         pieces = [(parts[t][1], k) for t, k in members]
-        box, score, stab, region, crop = _union(pieces)
+        mask = _union(pieces)
         cut = False
         for t, k in members:
             seg = parts[t][1]
             for line in _touches(seg.crops[k], seg.regions[k], parts[t][0], image_size):
                 low = line[1] == parts[t][0][2 * line[0]]  # the tile's top/left edge: continued below it
-                cut |= not _continued(region, line, low)
-        cand.append((box, score, stab, region, crop))
+                cut |= not _continued(mask.region, line, low)
+        cand.append(mask)
         rank.append(2 if cut else 0)
     if whole is not None:
-        for k in range(len(whole)):
-            cand.append((whole.boxes[k], whole.scores[k], whole.stability[k], whole.regions[k], whole.crops[k]))
-            rank.append(1)
+        cand += [_mask(whole, k) for k in range(len(whole))]
+        rank += [1] * len(whole)
     return _dedup(cand, np.array(rank), image_size, tiles.dedup_iou, LARGE_FRACTION * tiles.size)
 
 
-def _dedup(
-    cand: list[tuple[Any, ...]], rank: np.ndarray, image_size: tuple[int, int], thr: float, large: float
-) -> Segments:
+def _dedup(cand: list[_Mask], rank: np.ndarray, image_size: tuple[int, int], thr: float, large: float) -> Segments:
     """Greedy mask-IoU suppression in (rank, -score) order; the kept masks in descending score order."""
     if not cand:
         return Segments.empty(image_size)
-    scores = np.array([float(c[1]) for c in cand])
-    regions = np.stack([np.asarray(c[3], dtype=np.int64) for c in cand])
-    crops = [c[4] for c in cand]
-    areas = np.array([int(np.count_nonzero(c)) for c in crops], dtype=np.int64)
+    scores = np.array([c.score for c in cand])
+    regions = np.stack([np.asarray(c.region, dtype=np.int64) for c in cand])
+    crops = [c.crop for c in cand]
+    areas = np.array([c.area for c in cand], dtype=np.int64)
     _demote(rank, regions, crops, areas, thr, large)
     order = np.lexsort((-scores, rank))
     suppressed = np.zeros(len(cand), dtype=bool)
@@ -288,9 +303,9 @@ def _dedup(
     keep_arr = keep_arr[np.argsort(-scores[keep_arr], kind="stable")]
     return Segments.from_crops(
         image_size,
-        np.stack([np.asarray(cand[i][0], dtype=np.float32) for i in keep_arr]),
+        np.stack([np.asarray(cand[i].box, dtype=np.float32) for i in keep_arr]),
         scores[keep_arr],
-        MaskCrops(regions[keep_arr], [crops[i] for i in keep_arr], np.array([float(cand[i][2]) for i in keep_arr])),
+        MaskCrops(regions[keep_arr], [crops[i] for i in keep_arr], np.array([cand[i].stability for i in keep_arr])),
     )
 
 
